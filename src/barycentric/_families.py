@@ -1,0 +1,237 @@
+"""Gaussian families as :mod:`torch.distributions` sees them, and how to take them apart.
+
+A family knows how to turn a distribution into parameter tensors (``loc`` and a
+``spread``: standard deviations or covariances), how to build one back, and which tensor
+kernels compute its barycenters. Lookup is by the distribution's type, as in
+:func:`torch.distributions.kl.register_kl`, not by an ``isinstance`` ladder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch.distributions import (
+    Distribution,
+    Independent,
+    MultivariateNormal,
+    Normal,
+)
+
+from barycentric.functional import gaussian_kl, gaussian_wasserstein
+
+__all__ = ["DIAGONAL", "FULL", "Experts", "Family", "family_of", "gather_experts"]
+
+Kernel = Callable[..., tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class Family:
+    """A Gaussian family: its parameters, its constructor and its barycenter kernels."""
+
+    name: str
+    spread_dims: int
+    unpack: Callable[[Distribution], tuple[torch.Tensor, torch.Tensor]]
+    pack: Callable[[torch.Tensor, torch.Tensor], Distribution]
+    wasserstein: Kernel
+    reverse_kl: Kernel
+    forward_kl: Kernel
+    precision_pool: Kernel
+    distance: Callable[..., torch.Tensor]
+
+    def unit(self, like: torch.Tensor) -> torch.Tensor:
+        """The spread of a standard Gaussian, shaped like one expert's spread."""
+        if self.spread_dims == 1:
+            return torch.ones((), dtype=like.dtype, device=like.device)
+        return torch.eye(like.shape[-1], dtype=like.dtype, device=like.device)
+
+    def to_full(self, spread: torch.Tensor) -> torch.Tensor:
+        """The covariance matrices of parameters of this family."""
+        return torch.diag_embed(spread.square()) if self.spread_dims == 1 else spread
+
+
+def _unpack_diagonal(dist: Distribution) -> tuple[torch.Tensor, torch.Tensor]:
+    base = dist.base_dist
+    return base.loc, base.scale
+
+
+def _pack_diagonal(loc: torch.Tensor, scale: torch.Tensor) -> Distribution:
+    return Independent(Normal(loc, scale), 1)
+
+
+def _unpack_full(dist: Distribution) -> tuple[torch.Tensor, torch.Tensor]:
+    return dist.loc, dist.covariance_matrix
+
+
+def _pack_full(loc: torch.Tensor, cov: torch.Tensor) -> Distribution:
+    return MultivariateNormal(loc, covariance_matrix=cov)
+
+
+DIAGONAL = Family(
+    name="diagonal Gaussian (Independent(Normal, 1))",
+    spread_dims=1,
+    unpack=_unpack_diagonal,
+    pack=_pack_diagonal,
+    wasserstein=gaussian_wasserstein.wasserstein_barycenter_diag,
+    reverse_kl=gaussian_kl.reverse_kl_barycenter_diag,
+    forward_kl=gaussian_kl.forward_kl_moments_diag,
+    precision_pool=gaussian_kl.precision_pool_diag,
+    distance=gaussian_wasserstein.wasserstein_distance_diag,
+)
+
+FULL = Family(
+    name="MultivariateNormal",
+    spread_dims=2,
+    unpack=_unpack_full,
+    pack=_pack_full,
+    wasserstein=gaussian_wasserstein.wasserstein_barycenter_full,
+    reverse_kl=gaussian_kl.reverse_kl_barycenter_full,
+    forward_kl=gaussian_kl.forward_kl_moments_full,
+    precision_pool=gaussian_kl.precision_pool_full,
+    distance=gaussian_wasserstein.wasserstein_distance_full,
+)
+
+
+def _independent_family(dist: Independent) -> Family | None:
+    if type(dist.base_dist) is Normal and dist.reinterpreted_batch_ndims == 1:
+        return DIAGONAL
+    return None
+
+
+_REGISTRY: dict[type, Callable[[Distribution], Family | None]] = {
+    MultivariateNormal: lambda dist: FULL,
+    Independent: _independent_family,
+}
+
+
+def family_of(dist: object, name: str = "experts") -> Family:
+    """The :class:`Family` of a distribution; ``ValueError`` naming ``name`` otherwise."""
+    lookup = _REGISTRY.get(type(dist))
+    family = lookup(dist) if lookup is not None else None
+    if family is None:
+        raise ValueError(
+            f"`{name}` must be Independent(Normal(loc, scale), 1) (diagonal) or "
+            f"MultivariateNormal (full covariance), got {dist!r}"
+        )
+    return family
+
+
+@dataclass(frozen=True)
+class Experts:
+    """Experts as tensors: ``loc (..., M, d)`` and ``spread (..., M, d[, d])``."""
+
+    family: Family
+    loc: torch.Tensor
+    spread: torch.Tensor
+    axis: int
+    batch_shape: torch.Size
+
+    @property
+    def num_experts(self) -> int:
+        return self.loc.shape[-2]
+
+    def align(self, values: object, name: str) -> torch.Tensor | None:
+        """Weights or a mask, given along the experts' batch shape, as ``(..., M)``.
+
+        A 1-D value of length ``M`` indexes the experts whatever ``dim`` is; any other
+        value must broadcast to the experts' batch shape, with experts along ``dim``.
+        """
+        if values is None:
+            return None
+        values = torch.as_tensor(values, device=self.loc.device)
+        ndim = len(self.batch_shape)
+        if values.ndim == 1 and ndim > 1:
+            if values.shape[0] not in (1, self.num_experts):
+                raise ValueError(
+                    f"`{name}` has {values.shape[0]} entries for {self.num_experts} experts"
+                )
+            values = values.reshape([-1 if i == self.axis else 1 for i in range(ndim)])
+        try:
+            shape = torch.broadcast_shapes(values.shape, self.batch_shape)
+        except RuntimeError as error:
+            raise ValueError(
+                f"`{name}` of shape {tuple(values.shape)} does not broadcast to the experts' "
+                f"batch shape {tuple(self.batch_shape)} (experts along dim {self.axis})"
+            ) from error
+        if shape != self.batch_shape:
+            raise ValueError(
+                f"`{name}` of shape {tuple(values.shape)} would enlarge the experts' batch "
+                f"shape {tuple(self.batch_shape)}"
+            )
+        return values.expand(self.batch_shape).movedim(self.axis, -1)
+
+    def weights(self, weights: object, mask: object) -> torch.Tensor:
+        """Unnormalised weights ``(..., M)`` with masked experts set to zero."""
+        w = self.align(weights, "weights")
+        w = self.loc.new_ones(self.loc.shape[:-1]) if w is None else w.to(self.loc.dtype)
+        m = self.align(mask, "mask")
+        if m is not None:
+            if m.dtype != torch.bool:
+                raise ValueError(f"`mask` must be a bool tensor, got {m.dtype}")
+            w = torch.where(m, w, torch.zeros((), dtype=w.dtype, device=w.device))
+        return w
+
+
+def _stack(experts: Sequence[Distribution]) -> tuple[Family, torch.Tensor, torch.Tensor]:
+    if len(experts) == 0:
+        raise ValueError("`experts` is an empty sequence")
+    families = [family_of(expert, f"experts[{i}]") for i, expert in enumerate(experts)]
+    if any(f is not families[0] for f in families):
+        raise ValueError(
+            "`experts` mixes families: "
+            + ", ".join(sorted({f.name for f in families}))
+            + "; convert them to one family (e.g. all MultivariateNormal)"
+        )
+    family = families[0]
+    params = [family.unpack(expert) for expert in experts]
+    dims = {loc.shape[-1] for loc, _ in params}
+    if len(dims) > 1:
+        raise ValueError(f"`experts` have different event sizes {sorted(dims)}")
+    locs = torch.broadcast_tensors(*(loc for loc, _ in params))
+    tail = (params[0][0].shape[-1],) * family.spread_dims
+    batch = locs[0].shape[:-1]
+    spreads = [spread.expand(*batch, *tail) for _, spread in params]
+    return family, torch.stack(locs, -2), torch.stack(spreads, -1 - family.spread_dims)
+
+
+def gather_experts(experts: Distribution | Sequence[Distribution], dim: int = -1) -> Experts:
+    """Turn ``experts`` into stacked parameter tensors with the experts' axis last.
+
+    Parameters
+    ----------
+    experts : Distribution or sequence of Distribution
+        One distribution whose batch dimension ``dim`` indexes the experts, or a sequence of
+        distributions of one family (broadcast, then stacked along a new last batch
+        dimension, which ``dim`` then must name: ``-1`` or the new axis' index).
+    dim : int
+        The experts' batch dimension.
+    """
+    if isinstance(experts, Distribution):
+        family = family_of(experts)
+        batch = experts.batch_shape
+        if len(batch) == 0:
+            raise ValueError(
+                "`experts` has batch shape (); its batch dimension `dim` must index the experts"
+            )
+        if not -len(batch) <= dim < len(batch):
+            raise ValueError(f"`dim`={dim} is out of range for batch shape {tuple(batch)}")
+        axis = dim % len(batch)
+        loc, spread = family.unpack(experts)
+        d = loc.shape[-1]
+        loc = loc.expand(*batch, d).movedim(axis, -2)
+        spread = spread.expand(*batch, *(d,) * family.spread_dims)
+        spread = spread.movedim(axis, -1 - family.spread_dims)
+        return Experts(family, loc, spread, axis, batch)
+    if isinstance(experts, Sequence) and not isinstance(experts, str):
+        family, loc, spread = _stack(experts)
+        batch = loc.shape[:-1]
+        if not -len(batch) <= dim < len(batch) or dim % len(batch) != len(batch) - 1:
+            raise ValueError(
+                f"`dim`={dim}: a sequence of experts is stacked along a new last batch "
+                "dimension, so `dim` must be -1"
+            )
+        return Experts(family, loc, spread, len(batch) - 1, batch)
+    raise ValueError(
+        f"`experts` must be a Gaussian distribution or a sequence of them, got {type(experts)}"
+    )

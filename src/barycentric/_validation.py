@@ -1,0 +1,88 @@
+"""Argument checks shared by every public function.
+
+Checks follow the convention of :mod:`torch.distributions`: they run when
+``torch.distributions.Distribution`` validation is on (the default) and are skipped
+after ``torch.distributions.Distribution.set_default_validate_args(False)``, so hot
+training loops can switch them off in one place for torch and barycentric alike.
+Every failed check raises :class:`ValueError` naming the offending argument.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch.distributions import Distribution
+
+__all__ = [
+    "check_finite",
+    "check_nonnegative",
+    "check_positive",
+    "check_same_length",
+    "check_spd",
+    "check_symmetric",
+    "validation_enabled",
+]
+
+
+def validation_enabled() -> bool:
+    """Whether argument checks run: ``torch.distributions``' global validation flag."""
+    return bool(Distribution._validate_args)
+
+
+def check_finite(x: torch.Tensor, name: str) -> None:
+    """Raise ``ValueError`` if ``x`` holds NaN or infinite entries."""
+    if validation_enabled() and not bool(torch.isfinite(x).all()):
+        raise ValueError(f"`{name}` contains NaN or infinite values")
+
+
+def check_nonnegative(x: torch.Tensor, name: str) -> None:
+    """Raise ``ValueError`` if ``x`` is not finite or holds a negative entry."""
+    if not validation_enabled():
+        return
+    check_finite(x, name)
+    if bool((x < 0).any()):
+        raise ValueError(f"`{name}` must be non-negative, got a minimum of {x.min().item():.3g}")
+
+
+def check_positive(x: torch.Tensor, name: str) -> None:
+    """Raise ``ValueError`` if ``x`` is not finite or holds an entry that is not positive."""
+    if not validation_enabled():
+        return
+    check_finite(x, name)
+    if bool((x <= 0).any()):
+        raise ValueError(f"`{name}` must be positive, got a minimum of {x.min().item():.3g}")
+
+
+def check_symmetric(x: torch.Tensor, name: str) -> None:
+    """Raise ``ValueError`` if the matrices in ``x`` (..., d, d) are not symmetric.
+
+    The tolerance is relative to the largest entry and to the dtype's precision.
+    """
+    if not validation_enabled():
+        return
+    if x.ndim < 2 or x.shape[-1] != x.shape[-2]:
+        raise ValueError(
+            f"`{name}` must be square matrices (..., d, d), got shape {tuple(x.shape)}"
+        )
+    scale = x.abs().amax(dim=(-2, -1)).clamp_min(torch.finfo(x.dtype).tiny)
+    asym = (x - x.mT).abs().amax(dim=(-2, -1))
+    if bool((asym > 1e3 * torch.finfo(x.dtype).eps * scale).any()):
+        raise ValueError(f"`{name}` must be symmetric")
+
+
+def check_spd(x: torch.Tensor, name: str) -> None:
+    """Raise ``ValueError`` unless ``x`` (..., d, d) holds symmetric positive definite matrices."""
+    if not validation_enabled():
+        return
+    check_finite(x, name)
+    check_symmetric(x, name)
+    _, info = torch.linalg.cholesky_ex(x)
+    if bool((info != 0).any()):
+        raise ValueError(f"`{name}` must be symmetric positive definite")
+
+
+def check_same_length(items: Sequence[object], expected: int, name: str) -> None:
+    """Raise ``ValueError`` if ``items`` does not have ``expected`` entries."""
+    if len(items) != expected:
+        raise ValueError(f"`{name}` must have {expected} entries, got {len(items)}")

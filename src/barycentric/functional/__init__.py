@@ -1,0 +1,36 @@
+"""The tensor layer: barycenters of Gaussians given as raw parameter tensors.
+
+Experts are stacked along the axis before the event axes: ``loc (..., M, d)``,
+``scale (..., M, d)`` (standard deviations) or ``cov (..., M, d, d)``; ``weights`` are
+non-negative, broadcastable to ``(..., M)``, and normalised to sum to one. Results drop the
+``M`` axis. The distribution-level functions of :mod:`barycentric` are thin adapters over
+these.
+"""
+
+from barycentric.functional.gaussian_kl import (
+    forward_kl_moments_diag,
+    forward_kl_moments_full,
+    reverse_kl_barycenter_diag,
+    reverse_kl_barycenter_full,
+)
+from barycentric.functional.gaussian_wasserstein import (
+    FixedPointInfo,
+    wasserstein_barycenter_diag,
+    wasserstein_barycenter_full,
+    wasserstein_distance_diag,
+    wasserstein_distance_full,
+)
+from barycentric.functional.subsets import subset_masks
+
+__all__ = [
+    "FixedPointInfo",
+    "forward_kl_moments_diag",
+    "forward_kl_moments_full",
+    "reverse_kl_barycenter_diag",
+    "reverse_kl_barycenter_full",
+    "subset_masks",
+    "wasserstein_barycenter_diag",
+    "wasserstein_barycenter_full",
+    "wasserstein_distance_diag",
+    "wasserstein_distance_full",
+]

@@ -1,0 +1,171 @@
+"""KL barycenters of Gaussians: the product (reverse KL) and the mixture (forward KL).
+
+For experts :math:`q_m = \\mathcal N(\\mu_m, \\Sigma_m)` with weights :math:`\\lambda_m`
+(normalised to sum to one):
+
+* the **reverse-KL barycenter** :math:`\\arg\\min_q \\sum_m \\lambda_m \\mathrm{KL}(q \\| q_m)`
+  is the normalised weighted geometric mean :math:`\\propto \\prod_m q_m^{\\lambda_m}`, a
+  Gaussian with precision :math:`\\Lambda = \\sum_m \\lambda_m \\Sigma_m^{-1}` and mean
+  :math:`\\Lambda^{-1} \\sum_m \\lambda_m \\Sigma_m^{-1} \\mu_m`. With all
+  :math:`\\lambda_m = 1` it is the product of experts of MVAE (Wu & Goodman, 2018).
+* the **forward-KL barycenter** :math:`\\arg\\min_q \\sum_m \\lambda_m \\mathrm{KL}(q_m \\| q)`
+  over all densities is the mixture :math:`\\sum_m \\lambda_m q_m` (MMVAE, Shi et al., 2019);
+  over Gaussians it is the moment-matched Gaussian with mean :math:`\\sum_m \\lambda_m \\mu_m`
+  and covariance :math:`\\sum_m \\lambda_m (\\Sigma_m + (\\mu_m - \\mu)(\\mu_m - \\mu)^\\top)`.
+
+Shapes: ``loc (..., M, d)``, ``scale (..., M, d)`` (standard deviations), ``cov
+(..., M, d, d)``, ``weights`` broadcastable to ``(..., M)``; results drop the ``M`` axis.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from barycentric.functional._experts import mask_absent, prepare_weights
+from barycentric.linalg import symmetrise
+
+__all__ = [
+    "forward_kl_moments_diag",
+    "forward_kl_moments_full",
+    "precision_pool_diag",
+    "precision_pool_full",
+    "reverse_kl_barycenter_diag",
+    "reverse_kl_barycenter_full",
+]
+
+
+def precision_pool_diag(
+    loc: torch.Tensor, scale: torch.Tensor, weights: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Precision-weighted pooling of diagonal Gaussians with the weights as given.
+
+    :math:`\\sigma^{-2} = \\sum_m w_m \\sigma_m^{-2}`,
+    :math:`\\mu = \\sigma^2 \\sum_m w_m \\sigma_m^{-2} \\mu_m`. ``weights (..., M)`` must
+    already be broadcast and checked (see :func:`prepare_weights`).
+    """
+    loc, scale = mask_absent(weights, loc, scale, torch.ones((), dtype=scale.dtype))
+    precision = weights.unsqueeze(-1) * scale.pow(-2)
+    total = precision.sum(-2)
+    return (precision * loc).sum(-2) / total, total.rsqrt()
+
+
+def precision_pool_full(
+    loc: torch.Tensor, cov: torch.Tensor, weights: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Precision-weighted pooling of full-covariance Gaussians with the weights as given.
+
+    :math:`\\Lambda = \\sum_m w_m \\Sigma_m^{-1}`,
+    :math:`\\mu = \\Lambda^{-1} \\sum_m w_m \\Sigma_m^{-1} \\mu_m`; solved with Cholesky
+    factors, never an explicit inverse of an ill-conditioned matrix more than needed.
+    """
+    eye = torch.eye(cov.shape[-1], dtype=cov.dtype, device=cov.device)
+    loc, cov = mask_absent(weights, loc, cov, eye)
+    chol = torch.linalg.cholesky(cov)
+    w = weights[..., None, None]
+    precision = (w * torch.cholesky_inverse(chol)).sum(-3)
+    information = (w * torch.cholesky_solve(loc.unsqueeze(-1), chol)).sum(-3)
+    chol_total = torch.linalg.cholesky(symmetrise(precision))
+    pooled_cov = symmetrise(torch.cholesky_inverse(chol_total))
+    pooled_loc = torch.cholesky_solve(information, chol_total).squeeze(-1)
+    return pooled_loc, pooled_cov
+
+
+def reverse_kl_barycenter_diag(
+    loc: torch.Tensor, scale: torch.Tensor, weights: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reverse-KL barycenter of diagonal Gaussians (normalised product of experts).
+
+    Parameters
+    ----------
+    loc, scale : Tensor, shape (..., M, d)
+        Means and standard deviations of the ``M`` experts.
+    weights : Tensor, optional
+        Non-negative, broadcastable to ``(..., M)``; normalised to sum to 1. ``None``:
+        uniform.
+
+    Returns
+    -------
+    loc, scale : Tensor, shape (..., d)
+        :math:`\\sigma^{-2} = \\sum_m \\lambda_m \\sigma_m^{-2}` and
+        :math:`\\mu = \\sigma^2 \\sum_m \\lambda_m \\sigma_m^{-2} \\mu_m`.
+    """
+    return precision_pool_diag(loc, scale, prepare_weights(weights, loc))
+
+
+def reverse_kl_barycenter_full(
+    loc: torch.Tensor, cov: torch.Tensor, weights: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reverse-KL barycenter of full-covariance Gaussians.
+
+    Parameters
+    ----------
+    loc : Tensor, shape (..., M, d)
+    cov : Tensor, shape (..., M, d, d)
+        Symmetric positive definite covariances.
+    weights : Tensor, optional
+        Broadcastable to ``(..., M)``; normalised. ``None``: uniform.
+
+    Returns
+    -------
+    loc : Tensor, shape (..., d)
+        :math:`\\Lambda^{-1} \\sum_m \\lambda_m \\Sigma_m^{-1} \\mu_m`.
+    cov : Tensor, shape (..., d, d)
+        :math:`\\Lambda^{-1}` with :math:`\\Lambda = \\sum_m \\lambda_m \\Sigma_m^{-1}`.
+    """
+    return precision_pool_full(loc, cov, prepare_weights(weights, loc))
+
+
+def forward_kl_moments_diag(
+    loc: torch.Tensor, scale: torch.Tensor, weights: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Moment-matched Gaussian of a mixture of diagonal Gaussians (forward-KL projection).
+
+    Parameters
+    ----------
+    loc, scale : Tensor, shape (..., M, d)
+    weights : Tensor, optional
+        Broadcastable to ``(..., M)``; normalised. ``None``: uniform.
+
+    Returns
+    -------
+    loc, scale : Tensor, shape (..., d)
+        :math:`\\mu = \\sum_m \\lambda_m \\mu_m` and
+        :math:`\\sigma^2 = \\sum_m \\lambda_m (\\sigma_m^2 + (\\mu_m - \\mu)^2)`: the
+        diagonal of the mixture's covariance, the best diagonal Gaussian in
+        :math:`\\mathrm{KL}(\\text{mixture} \\| q)`.
+    """
+    weights = prepare_weights(weights, loc)
+    loc, scale = mask_absent(weights, loc, scale, torch.ones((), dtype=scale.dtype))
+    w = weights.unsqueeze(-1)
+    mean = (w * loc).sum(-2)
+    variance = (w * (scale.square() + (loc - mean.unsqueeze(-2)).square())).sum(-2)
+    return mean, variance.sqrt()
+
+
+def forward_kl_moments_full(
+    loc: torch.Tensor, cov: torch.Tensor, weights: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Moment-matched Gaussian of a mixture of full-covariance Gaussians.
+
+    Parameters
+    ----------
+    loc : Tensor, shape (..., M, d)
+    cov : Tensor, shape (..., M, d, d)
+    weights : Tensor, optional
+        Broadcastable to ``(..., M)``; normalised. ``None``: uniform.
+
+    Returns
+    -------
+    loc : Tensor, shape (..., d)
+        :math:`\\mu = \\sum_m \\lambda_m \\mu_m`.
+    cov : Tensor, shape (..., d, d)
+        :math:`\\sum_m \\lambda_m (\\Sigma_m + (\\mu_m - \\mu)(\\mu_m - \\mu)^\\top)`.
+    """
+    weights = prepare_weights(weights, loc)
+    eye = torch.eye(cov.shape[-1], dtype=cov.dtype, device=cov.device)
+    loc, cov = mask_absent(weights, loc, cov, eye)
+    w = weights.unsqueeze(-1)
+    mean = (w * loc).sum(-2)
+    centred = loc - mean.unsqueeze(-2)
+    spread = cov + centred.unsqueeze(-1) * centred.unsqueeze(-2)
+    return mean, symmetrise((w.unsqueeze(-1) * spread).sum(-3))

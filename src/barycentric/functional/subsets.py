@@ -1,0 +1,83 @@
+"""Subsets of experts as boolean masks, for mixtures of barycenters (MoE, MoPoE, MWB)."""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+
+__all__ = ["subset_masks"]
+
+SubsetSpec = str | int | torch.Tensor
+
+
+def _combinations(num_experts: int, sizes: range) -> torch.Tensor:
+    rows = [
+        [expert in chosen for expert in range(num_experts)]
+        for size in sizes
+        for chosen in itertools.combinations(range(num_experts), size)
+    ]
+    return torch.tensor(rows, dtype=torch.bool).reshape(-1, num_experts)
+
+
+def subset_masks(
+    subsets: SubsetSpec, num_experts: int, device: torch.device | str | None = None
+) -> torch.Tensor:
+    """Boolean membership matrix of the subsets of ``num_experts`` experts.
+
+    Parameters
+    ----------
+    subsets : {"all", "singletons"} or int or Tensor
+        ``"all"``: every non-empty subset, :math:`2^M - 1` of them, ordered by size then
+        lexicographically (singletons first, the full set last); ``"singletons"``: the
+        :math:`M` one-expert subsets (MoE); an int ``k``: all :math:`\\binom{M}{k}` subsets
+        of size ``k``; a bool tensor ``(S, M)``: the subsets as given.
+    num_experts : int
+        ``M``.
+    device : torch.device, optional
+        Where to put the result.
+
+    Returns
+    -------
+    Tensor, shape (S, M), bool
+        Row ``s`` marks the experts of subset ``s``.
+
+    Raises
+    ------
+    ValueError
+        For an unknown name, ``k`` outside ``1..M``, a tensor of the wrong shape or dtype,
+        or an empty subset.
+
+    Examples
+    --------
+    >>> from barycentric.functional import subset_masks
+    >>> subset_masks("all", 2).int()
+    tensor([[1, 0],
+            [0, 1],
+            [1, 1]], dtype=torch.int32)
+    """
+    if isinstance(subsets, torch.Tensor):
+        if subsets.dtype != torch.bool or subsets.ndim != 2 or subsets.shape[1] != num_experts:
+            raise ValueError(
+                f"`subsets` as a tensor must be bool of shape (S, {num_experts}), got "
+                f"{subsets.dtype} of shape {tuple(subsets.shape)}"
+            )
+        if subsets.shape[0] == 0 or not bool(subsets.any(-1).all()):
+            raise ValueError("`subsets` must hold at least one subset and no empty subset")
+        return subsets.to(device) if device is not None else subsets
+    if isinstance(subsets, bool) or not isinstance(subsets, str | int):
+        raise ValueError(
+            f"`subsets` must be 'all', 'singletons', an int or a bool tensor, got {subsets!r}"
+        )
+    if subsets == "all":
+        sizes = range(1, num_experts + 1)
+    elif subsets == "singletons":
+        sizes = range(1, 2)
+    elif isinstance(subsets, int) and 1 <= subsets <= num_experts:
+        sizes = range(subsets, subsets + 1)
+    else:
+        raise ValueError(
+            f"`subsets` must be 'all', 'singletons', an int in 1..{num_experts} or a bool "
+            f"tensor (S, {num_experts}), got {subsets!r}"
+        )
+    return _combinations(num_experts, sizes).to(device)
