@@ -1,0 +1,1 @@
+"""Benchmark cases of ``benchmarks/run.py``: each module has ``run(settings) -> CaseResult``."""

@@ -1,0 +1,72 @@
+"""Datasets of the multimodal VAE example, all behind :func:`get_dataset`.
+
+Every dataset yields ``((x_1, ..., x_M), label)`` with images float32 in ``[0, 1]``,
+``(C, H, W)``, and text float32 one-hot ``(L, V)``; ``dataset.specs`` describes the
+modalities. ``polymnist-mini`` and ``synthetic`` work offline with no download; the others
+read the standard files from a directory the user names.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from .base import ModalitySpec, MultimodalDataset
+from .celeba import get_celeba
+from .mnist_svhn_text import get_mnist_svhn_text
+from .polymnist import generate_polymnist, get_polymnist, get_polymnist_mini
+from .synthetic import make_synthetic
+
+__all__ = [
+    "DATASETS",
+    "ModalitySpec",
+    "MultimodalDataset",
+    "generate_polymnist",
+    "get_dataset",
+]
+
+
+def _synthetic(split: str, root: str | os.PathLike | None, **kwargs) -> MultimodalDataset:
+    del root  # made in memory
+    return make_synthetic(split, **kwargs)
+
+
+_LOADERS: dict[str, Callable[..., MultimodalDataset]] = {
+    "polymnist-mini": get_polymnist_mini,
+    "polymnist": get_polymnist,
+    "mnist-svhn-text": get_mnist_svhn_text,
+    "celeba": get_celeba,
+    "synthetic": _synthetic,
+}
+DATASETS: tuple[str, ...] = tuple(_LOADERS)
+
+
+def get_dataset(
+    name: str, split: str = "train", root: str | os.PathLike | None = None, **kwargs
+) -> MultimodalDataset:
+    """Load dataset ``name``'s ``split``.
+
+    Parameters
+    ----------
+    name : str
+        One of :data:`DATASETS`.
+    split : str
+        ``"train"`` or ``"test"`` (CelebA also ``"valid"``).
+    root : path, optional
+        Data directory; ``None`` means ``<repo>/.data/<name>``. Ignored by ``synthetic``.
+    **kwargs
+        Passed to the loader: ``get_polymnist_mini(n_per_class, test_fraction, seed)``,
+        ``get_polymnist(mnist_dir, background_dir, seed)``,
+        ``get_mnist_svhn_text(multiplicity, text_length, seed)``, ``get_celeba(with_text)``,
+        ``make_synthetic(n, num_modalities, num_classes, shape, noise, seed)``.
+
+    Raises
+    ------
+    ValueError
+        For an unknown ``name`` or ``split``, or a corrupt file.
+    FileNotFoundError
+        When files are missing; the message says which to download and where to put them.
+    """
+    if name not in _LOADERS:
+        raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
+    return _LOADERS[name](split, root, **kwargs)

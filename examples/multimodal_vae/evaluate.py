@@ -1,0 +1,374 @@
+"""The paper's three metrics, each as a function of the number of input modalities.
+
+For every ``k`` and every subset ``S`` of ``k`` modalities (averaged over the subsets of a
+size, as in Fig. 3 of the paper and in MoPoE):
+
+* ``linear_probe``: accuracy on the test set of a logistic regression trained on the
+  posterior means ``E[z | X_S]`` of the training set;
+* ``coherence``: fraction of the modalities *not* in ``S``, generated from ``X_S``, that a
+  pre-trained unimodal classifier assigns the true label (``k = 1..M-1``);
+* ``log_likelihood``: the importance-sampled test log-likelihood ``log p(X)`` of all
+  modalities, with ``q(z | X_S)`` as proposal.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from data import ModalitySpec, MultimodalDataset
+from model import MultimodalVAE
+from networks import make_encoder
+from sklearn.linear_model import LogisticRegression
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, default_collate
+from tqdm import tqdm
+
+#: Metric name → what it measures, in the order they are reported.
+METRICS = {
+    "linear_probe": "latent linear-probe accuracy",
+    "coherence": "cross-modal coherence",
+    "log_likelihood": "test log-likelihood (nats)",
+}
+
+Table = dict[str, dict[int, float]]
+
+#: Latent draws decoded at once when estimating the log-likelihood.
+DECODED_PER_BATCH = 4096
+
+
+def linear_probe_accuracy(
+    features_train: np.ndarray, y_train: np.ndarray, features_test: np.ndarray, y_test: np.ndarray
+) -> float:
+    """Test accuracy of a logistic regression fitted to the training features.
+
+    Parameters
+    ----------
+    features_train, features_test : numpy.ndarray
+        ``(N, d)`` representations.
+    y_train, y_test : numpy.ndarray
+        ``(N,)`` integer labels.
+
+    Returns
+    -------
+    float
+        Fraction of test points classified correctly.
+    """
+    probe = LogisticRegression(max_iter=1000)
+    probe.fit(features_train, y_train)
+    return float(probe.score(features_test, y_test))
+
+
+def coherence(pred_labels: Tensor, labels: Tensor) -> float:
+    """Fraction of generated samples whose predicted label is the true one.
+
+    Parameters
+    ----------
+    pred_labels, labels : Tensor
+        ``(N,)`` integer labels.
+    """
+    return (pred_labels == labels).double().mean().item()
+
+
+@torch.no_grad()
+def importance_log_likelihood(
+    model: MultimodalVAE, xs: Sequence[Tensor], mask: Tensor | None, k: int
+) -> Tensor:
+    """Importance-sampled estimate of ``log p(X)`` with proposal ``q(z | X_S)``.
+
+    ``log p(X) ≈ logsumexp_k [log p(X | z_k) + log p(z_k) − log q(z_k | X_S)] − log K``
+    with ``z_1..z_K ~ q(z | X_S)`` (Burda et al., 2016): a lower bound in expectation that
+    tightens as ``K`` grows, exact for every ``K`` when ``q`` is the true posterior.
+
+    Parameters
+    ----------
+    model : MultimodalVAE
+    xs : sequence of Tensor
+        ``(B, *spec.shape)`` per modality; all of them are scored.
+    mask : Tensor, optional
+        ``(B, M)`` bool: the modalities ``S`` the proposal conditions on; ``None``: all.
+    k : int
+        Number ``K`` of importance samples.
+
+    Returns
+    -------
+    Tensor
+        ``(B,)`` estimates of ``log p(X)``.
+    """
+    proposal = model.encode(xs, mask)
+    z = proposal.sample((k,))  # (K, B, d)
+    log_likelihood = sum(
+        likelihood.log_prob(x) for likelihood, x in zip(model.decode(z), xs, strict=True)
+    )
+    log_weights = log_likelihood + model.prior().log_prob(z) - proposal.log_prob(z)
+    return torch.logsumexp(log_weights, 0) - math.log(k)
+
+
+class ModalityClassifier(nn.Module):
+    """Predicts the label from one modality: that modality's encoder with a linear head.
+
+    Parameters
+    ----------
+    spec : ModalitySpec
+    num_classes : int
+    width : int
+        Size of the features the encoder's mean output provides to the head.
+    """
+
+    def __init__(self, spec: ModalitySpec, num_classes: int, width: int = 64) -> None:
+        super().__init__()
+        self.features = make_encoder(spec, width)
+        self.head = nn.Linear(width, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Class logits ``(B, num_classes)`` of a batch ``(B, *spec.shape)``."""
+        return self.head(torch.relu(self.features(x)[0]))
+
+
+def train_classifiers(
+    dataset: MultimodalDataset,
+    *,
+    epochs: int,
+    batch_size: int = 128,
+    lr: float = 1e-3,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+) -> nn.ModuleList:
+    """Train one :class:`ModalityClassifier` per modality of ``dataset`` (cross-entropy, Adam).
+
+    Returns
+    -------
+    torch.nn.ModuleList
+        The classifiers in evaluation mode, in the order of ``dataset.specs``.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        classifiers = nn.ModuleList(
+            ModalityClassifier(spec, dataset.num_classes) for spec in dataset.specs
+        ).to(device)
+    optimiser = torch.optim.Adam(classifiers.parameters(), lr=lr)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=generator)
+    classifiers.train()
+    for _ in tqdm(range(epochs), desc="classifiers", unit="epoch", leave=False):
+        for xs, labels in loader:
+            labels = labels.to(device)
+            loss = sum(
+                nn.functional.cross_entropy(classifier(x.to(device)), labels)
+                for classifier, x in zip(classifiers, xs, strict=True)
+            )
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+    return classifiers.eval()
+
+
+def save_classifiers(classifiers: nn.ModuleList, dataset: MultimodalDataset, path: Path) -> None:
+    """Save ``classifiers`` with the modality names and class count they were trained for."""
+    names = [spec.name for spec in dataset.specs]
+    state = {"modalities": names, "num_classes": dataset.num_classes}
+    torch.save({**state, "state_dict": classifiers.state_dict()}, path)
+
+
+def load_classifiers(
+    path: Path, dataset: MultimodalDataset, device: str | torch.device = "cpu"
+) -> nn.ModuleList:
+    """The classifiers saved at ``path`` for ``dataset``'s modalities, in evaluation mode.
+
+    Raises
+    ------
+    ValueError
+        When the file is damaged or was made for other modalities.
+    """
+    names = [spec.name for spec in dataset.specs]
+    try:
+        saved = torch.load(path, map_location=device, weights_only=True)
+    except Exception as error:  # torch raises many types for a damaged file
+        raise ValueError(f"cannot read the classifiers in {path}: {error}") from error
+    if saved.get("modalities") != names or saved.get("num_classes") != dataset.num_classes:
+        raise ValueError(
+            f"the classifiers in {path} were trained for modalities {saved.get('modalities')}, "
+            f"not {names}; delete the file to retrain them"
+        )
+    classifiers = nn.ModuleList(
+        ModalityClassifier(spec, dataset.num_classes) for spec in dataset.specs
+    ).to(device)
+    classifiers.load_state_dict(saved["state_dict"])
+    return classifiers.eval()
+
+
+def load_or_train_classifiers(
+    path: Path,
+    dataset: MultimodalDataset,
+    *,
+    epochs: int,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+) -> nn.ModuleList:
+    """The classifiers saved at ``path``, or new ones trained on ``dataset`` and saved there."""
+    if path.is_file():
+        return load_classifiers(path, dataset, device)
+    classifiers = train_classifiers(dataset, epochs=epochs, seed=seed, device=device)
+    save_classifiers(classifiers, dataset, path)
+    return classifiers
+
+
+def subsets_by_size(num_modalities: int) -> dict[int, list[tuple[int, ...]]]:
+    """Every non-empty subset of ``range(num_modalities)``, grouped by size."""
+    return {
+        k: list(itertools.combinations(range(num_modalities), k))
+        for k in range(1, num_modalities + 1)
+    }
+
+
+@dataclass(frozen=True)
+class EvalSplit:
+    """Batched evaluation points: one ``(N, *spec.shape)`` tensor per modality and labels."""
+
+    xs: list[Tensor]
+    labels: Tensor
+
+    @classmethod
+    def sample(
+        cls, dataset: MultimodalDataset, n: int, seed: int, device: torch.device
+    ) -> EvalSplit:
+        """``min(n, len(dataset))`` points of ``dataset`` chosen at random with ``seed``."""
+        generator = torch.Generator().manual_seed(seed)
+        indices = torch.randperm(len(dataset), generator=generator)[:n].tolist()
+        xs, labels = default_collate([dataset[i] for i in indices])
+        return cls([x.to(device) for x in xs], labels.to(device))
+
+
+def _map_batches(
+    xs: Sequence[Tensor],
+    subset: tuple[int, ...],
+    batch_size: int,
+    fn: Callable[[list[Tensor], Tensor], Tensor],
+) -> Tensor:
+    """``fn(batch, mask)`` over ``xs`` in batches, ``mask`` observing ``subset``, concatenated."""
+    results = []
+    for start in range(0, len(xs[0]), batch_size):
+        batch = [x[start : start + batch_size] for x in xs]
+        mask = torch.zeros(len(batch[0]), len(xs), dtype=torch.bool, device=xs[0].device)
+        mask[:, list(subset)] = True
+        results.append(fn(batch, mask))
+    return torch.cat(results)
+
+
+def _probe(
+    model: MultimodalVAE, subset: tuple[int, ...], train: EvalSplit, test: EvalSplit, batch: int
+) -> float:
+    def posterior_means(split: EvalSplit) -> np.ndarray:
+        means = _map_batches(split.xs, subset, batch, lambda b, m: model.encode(b, m).mean)
+        return means.cpu().numpy()
+
+    return linear_probe_accuracy(
+        posterior_means(train),
+        train.labels.cpu().numpy(),
+        posterior_means(test),
+        test.labels.cpu().numpy(),
+    )
+
+
+def _coherence(
+    model: MultimodalVAE,
+    subset: tuple[int, ...],
+    test: EvalSplit,
+    classifiers: Sequence[nn.Module],
+    batch: int,
+) -> float:
+    targets = [t for t in range(model.num_modalities) if t not in subset]
+
+    def predicted_labels(xs: list[Tensor], mask: Tensor) -> Tensor:
+        generated = model.cond_generate(xs, mask)
+        return torch.stack([classifiers[t](generated[t]).argmax(-1) for t in targets], -1)
+
+    predictions = _map_batches(test.xs, subset, batch, predicted_labels)
+    return float(np.mean([coherence(p, test.labels) for p in predictions.unbind(-1)]))
+
+
+def _log_likelihood(
+    model: MultimodalVAE, subset: tuple[int, ...], test: EvalSplit, k: int, batch: int
+) -> float:
+    # The K draws of every point are decoded at once: a batch of points holds batch // K.
+    estimates = _map_batches(
+        test.xs, subset, max(1, batch // k), lambda b, m: importance_log_likelihood(model, b, m, k)
+    )
+    return estimates.mean().item()
+
+
+@torch.no_grad()
+def evaluation_table(
+    model: MultimodalVAE,
+    train_set: MultimodalDataset,
+    test_set: MultimodalDataset,
+    classifiers: Sequence[nn.Module],
+    *,
+    num_importance_samples: int = 100,
+    max_eval_samples: int = 1000,
+    batch_size: int = 256,
+    seed: int = 0,
+) -> Table:
+    """The three metrics for every number of input modalities.
+
+    Parameters
+    ----------
+    model : MultimodalVAE
+    train_set, test_set : MultimodalDataset
+        The probe is fitted on ``train_set``; every metric is measured on ``test_set``.
+    classifiers : sequence of torch.nn.Module
+        One per modality, mapping a batch to class logits.
+    num_importance_samples : int
+        ``K`` of :func:`importance_log_likelihood`.
+    max_eval_samples : int
+        At most this many points of each set are used (a seeded random subset).
+    batch_size : int
+        Points encoded at once.
+    seed : int
+        Seed of the point selection and of the latent draws (the global RNG is restored).
+
+    Returns
+    -------
+    dict
+        ``{metric: {k: value}}``, metrics in the order of :data:`METRICS`, ``k`` the number
+        of input modalities: ``1..M`` (coherence: ``1..M-1``, as some target must be missing).
+    """
+    device = next(model.parameters()).device
+    model.eval()
+    train = EvalSplit.sample(train_set, max_eval_samples, seed, device)
+    test = EvalSplit.sample(test_set, max_eval_samples, seed + 1, device)
+    metrics: dict[str, Callable[[tuple[int, ...]], float]] = {
+        "linear_probe": lambda s: _probe(model, s, train, test, batch_size),
+        "coherence": lambda s: _coherence(model, s, test, classifiers, batch_size),
+        "log_likelihood": lambda s: _log_likelihood(
+            model, s, test, num_importance_samples, DECODED_PER_BATCH
+        ),
+    }
+    num_modalities = model.num_modalities
+    table: Table = {metric: {} for metric in METRICS}
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        for k, subsets in tqdm(
+            subsets_by_size(num_modalities).items(), desc="evaluation", leave=False
+        ):
+            for metric, per_subset in metrics.items():
+                if metric == "coherence" and k == num_modalities:
+                    continue
+                table[metric][k] = float(np.mean([per_subset(s) for s in subsets]))
+    return table
+
+
+def format_table(table: Table) -> str:
+    """The table as aligned text: one row per metric, one column per number of inputs."""
+    sizes = sorted({k for row in table.values() for k in row})
+    header = f"{'metric':<16}" + "".join(f"{f'{k} input' + 's' * (k > 1):>12}" for k in sizes)
+    lines = [header]
+    for metric, row in table.items():
+        cells = "".join(f"{row[k]:>12.4g}" if k in row else f"{'-':>12}" for k in sizes)
+        lines.append(f"{metric:<16}{cells}")
+    return "\n".join(lines)

@@ -1,0 +1,119 @@
+"""PNG figures of a run: reconstructions, conditional generations and metric curves.
+
+Every modality is drawn as a picture: images as they are, text ``(L, V)`` as its
+one-hot/probability matrix, attributes ``(A,)`` as a one-pixel-high strip.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from data import ModalitySpec
+from evaluate import METRICS, Table, subsets_by_size
+from matplotlib.figure import Figure  # no pyplot: no global state, no display backend
+from model import MultimodalVAE
+from torch import Tensor
+
+_GAP = 2  # pixels between samples
+_ROW_HEIGHT = 1.0  # inches per row of pictures
+_MAX_WIDTH = 14.0  # inches of the widest strip
+
+
+def _picture(x: Tensor, spec: ModalitySpec) -> np.ndarray:
+    """One sample as an ``(H, W, 3)`` RGB array in ``[0, 1]``."""
+    array = x.detach().float().cpu().clamp(0, 1)
+    array = array.permute(1, 2, 0) if spec.kind == "image" else array.reshape(-1, x.shape[-1], 1)
+    return array.expand(*array.shape[:2], 3).numpy()
+
+
+def _hstack(pictures: Sequence[np.ndarray], gap: int = _GAP) -> np.ndarray:
+    """Pictures side by side, bottom-padded to the tallest, separated by white gaps."""
+    height = max(p.shape[0] for p in pictures)
+    padded = []
+    for picture in pictures:
+        padding = np.ones((height - picture.shape[0], picture.shape[1], 3))
+        padded += [np.concatenate([picture, padding]), np.ones((height, gap, 3))]
+    return np.concatenate(padded[:-1], axis=1)
+
+
+def _samples(x: Tensor, spec: ModalitySpec) -> np.ndarray:
+    """A batch ``(n, *spec.shape)`` as one strip of ``n`` pictures."""
+    return _hstack([_picture(sample, spec) for sample in x])
+
+
+def _save_rows(rows: Sequence[tuple[str, np.ndarray]], path: Path, title: str) -> None:
+    """One labelled strip per row, stacked vertically, saved as a PNG."""
+    height, width = rows[0][1].shape[:2]
+    strip_inches = min(_MAX_WIDTH, _ROW_HEIGHT * width / height)
+    figure = Figure(figsize=(strip_inches + 1.5, _ROW_HEIGHT * len(rows) + 0.6))
+    axes = figure.subplots(len(rows), 1, squeeze=False)
+    for ax, (label, strip) in zip(axes[:, 0], rows, strict=True):
+        ax.imshow(strip, interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
+    figure.suptitle(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+
+
+@torch.no_grad()
+def save_reconstructions(model: MultimodalVAE, xs: Sequence[Tensor], path: Path) -> None:
+    """Inputs and their reconstructions from all modalities, a pair of rows per modality."""
+    reconstructions = model.cond_generate(xs)
+    rows = []
+    for spec, x, reconstruction in zip(model.specs, xs, reconstructions, strict=True):
+        rows += [
+            (f"{spec.name}", _samples(x, spec)),
+            (f"{spec.name} rec.", _samples(reconstruction, spec)),
+        ]
+    _save_rows(rows, path, f"{model.aggregation}: reconstructions")
+
+
+@torch.no_grad()
+def save_conditional_generations(model: MultimodalVAE, xs: Sequence[Tensor], path: Path) -> None:
+    """Every modality generated from every subset: a row per subset, modalities side by side.
+
+    The first row shows the inputs.
+    """
+    n = len(xs[0])
+
+    def strip(batch: Sequence[Tensor]) -> np.ndarray:
+        return _hstack(
+            [_samples(x, spec) for spec, x in zip(model.specs, batch, strict=True)], gap=4 * _GAP
+        )
+
+    rows = [("inputs", strip(xs))]
+    for subsets in subsets_by_size(model.num_modalities).values():
+        for subset in subsets:
+            mask = torch.zeros(n, model.num_modalities, dtype=torch.bool, device=xs[0].device)
+            mask[:, list(subset)] = True
+            names = ",".join(model.specs[m].name for m in subset)
+            rows.append((f"{{{names}}} →", strip(model.cond_generate(xs, mask))))
+    columns = "  |  ".join(spec.name for spec in model.specs)
+    _save_rows(rows, path, f"{model.aggregation}: conditional generation ({columns})")
+
+
+def save_metric_curves(
+    step_losses: Sequence[float], history: Sequence[dict[str, float]], table: Table, path: Path
+) -> None:
+    """Training curves (loss per step, train/test loss per epoch) and the metrics by inputs."""
+    figure = Figure(figsize=(4 * (1 + len(METRICS)), 3.2))
+    axes = figure.subplots(1, 1 + len(METRICS))
+    axes[0].plot(np.arange(1, len(step_losses) + 1), step_losses, lw=0.5, label="step")
+    if history:
+        steps = [record["step"] for record in history]
+        axes[0].plot(steps, [r["train_loss"] for r in history], "o-", label="train (epoch)")
+        axes[0].plot(steps, [r["test_loss"] for r in history], "s-", label="test (epoch)")
+    axes[0].set(xlabel="step", ylabel="negative ELBO", title="loss")
+    axes[0].legend(fontsize=8)
+    for ax, (metric, description) in zip(axes[1:], METRICS.items(), strict=True):
+        row = table.get(metric, {})
+        ax.plot(list(row), list(row.values()), "o-")
+        ax.set(xlabel="number of input modalities", title=description)
+        ax.set_xticks(list(row))
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)

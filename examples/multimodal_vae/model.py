@@ -1,0 +1,223 @@
+"""The multimodal VAE: one encoder and decoder per modality around a barycentric aggregation.
+
+Every aggregation of the paper is one call of :mod:`barycentric` on the unimodal experts
+``q(z | x_m) = N(μ_m, diag σ_m²)``, stacked along batch dimension ``-1``:
+
+========  ====================  =======================================================
+name      model                 joint posterior
+========  ====================  =======================================================
+``poe``   MVAE                  product of the experts and the prior N(0, I)
+``moe``   MMVAE                 uniform mixture of the experts (singleton subsets)
+``mopoe`` MoPoE                 mixture over subsets of reverse-KL barycenters (PoEs)
+``wb``    WB-VAE                2-Wasserstein barycenter of the experts
+``mwb``   MWB-VAE               mixture over subsets of 2-Wasserstein barycenters
+========  ====================  =======================================================
+
+A missing modality is a ``False`` in ``mask``: its expert gets zero weight, so its input is
+never read by the posterior.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+
+import torch
+from data import ModalitySpec
+from networks import make_decoder, make_encoder
+from torch import Tensor, nn
+from torch.distributions import (
+    Bernoulli,
+    Distribution,
+    Independent,
+    Laplace,
+    Normal,
+    OneHotCategorical,
+)
+
+import barycentric as bc
+
+#: Fixed scale of the Laplace and Gaussian likelihoods, as in MMVAE and MoPoE.
+LIKELIHOOD_SCALE = 0.75
+
+
+def _laplace(mean: Tensor, spec: ModalitySpec) -> Distribution:
+    return Independent(Laplace(mean, LIKELIHOOD_SCALE), len(spec.shape))
+
+
+def _gaussian(mean: Tensor, spec: ModalitySpec) -> Distribution:
+    return Independent(Normal(mean, LIKELIHOOD_SCALE), len(spec.shape))
+
+
+def _categorical(logits: Tensor, spec: ModalitySpec) -> Distribution:
+    # One categorical per position: the last axis is the vocabulary.
+    return Independent(OneHotCategorical(logits=logits), len(spec.shape) - 1)
+
+
+def _bernoulli(logits: Tensor, spec: ModalitySpec) -> Distribution:
+    # Images in [0, 1] are scored with the Bernoulli density too, hence no support check.
+    return Independent(Bernoulli(logits=logits, validate_args=False), len(spec.shape))
+
+
+#: Likelihood name → builder of ``p(x_m | z)`` from the decoder's output.
+LIKELIHOODS: dict[str, Callable[[Tensor, ModalitySpec], Distribution]] = {
+    "laplace": _laplace,
+    "gaussian": _gaussian,
+    "categorical": _categorical,
+    "bernoulli": _bernoulli,
+}
+
+
+def standard_normal(batch_shape: torch.Size, latent_dim: int, like: Tensor) -> Independent:
+    """The prior ``N(0, I)`` on ``latent_dim`` dims with ``batch_shape``, on ``like``'s device."""
+    zeros = like.new_zeros((*batch_shape, latent_dim))
+    return Independent(Normal(zeros, torch.ones_like(zeros)), 1)
+
+
+def _product_of_experts(experts: Independent, mask: Tensor | None) -> Distribution:
+    prior = standard_normal(experts.batch_shape[:-1], experts.event_shape[-1], experts.mean)
+    return bc.product_of_experts(experts, mask=mask, prior=prior)
+
+
+def _wasserstein_barycenter(experts: Independent, mask: Tensor | None) -> Distribution:
+    return bc.wasserstein_barycenter(experts, mask=mask)
+
+
+def _mixture_of_experts(experts: Independent, mask: Tensor | None) -> Distribution:
+    return bc.mixture_of_barycenters(experts, "singletons", mask=mask)
+
+
+def _mixture_of_products(experts: Independent, mask: Tensor | None) -> Distribution:
+    return bc.mixture_of_barycenters(experts, "all", divergence="reverse_kl", mask=mask)
+
+
+def _mixture_of_wasserstein(experts: Independent, mask: Tensor | None) -> Distribution:
+    return bc.mixture_of_barycenters(experts, "all", divergence="wasserstein", mask=mask)
+
+
+_AGGREGATORS: dict[str, Callable[[Independent, Tensor | None], Distribution]] = {
+    "poe": _product_of_experts,
+    "moe": _mixture_of_experts,
+    "mopoe": _mixture_of_products,
+    "wb": _wasserstein_barycenter,
+    "mwb": _mixture_of_wasserstein,
+}
+
+#: Names of the aggregations, in the order of the paper's tables.
+AGGREGATIONS: tuple[str, ...] = tuple(_AGGREGATORS)
+
+
+class MultimodalVAE(nn.Module):
+    """A VAE over ``M`` modalities whose joint posterior aggregates the unimodal experts.
+
+    Parameters
+    ----------
+    specs : sequence of ModalitySpec
+        The modalities, in the order of the inputs.
+    latent_dim : int
+        Dimension ``d`` of the latent space.
+    aggregation : str
+        One of :data:`AGGREGATIONS`.
+    likelihoods : mapping of str to str, optional
+        Modality name → likelihood name (one of :data:`LIKELIHOODS`), overriding
+        ``spec.likelihood``; :attr:`specs` holds the result.
+
+    Raises
+    ------
+    ValueError
+        For an unknown aggregation, likelihood or modality name.
+    """
+
+    def __init__(
+        self,
+        specs: Sequence[ModalitySpec],
+        latent_dim: int,
+        aggregation: str,
+        likelihoods: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__()
+        if aggregation not in _AGGREGATORS:
+            raise ValueError(
+                f"unknown aggregation {aggregation!r}; expected one of {', '.join(AGGREGATIONS)}"
+            )
+        overrides = dict(likelihoods or {})
+        names = [spec.name for spec in specs]
+        unknown = sorted(set(overrides) - set(names))
+        if unknown:
+            raise ValueError(f"likelihoods names unknown modalities {unknown}; known: {names}")
+        # The decoder's output layer follows the likelihood, so overrides go into the specs.
+        self.specs = tuple(
+            replace(spec, likelihood=overrides.get(spec.name, spec.likelihood)) for spec in specs
+        )
+        self.latent_dim = latent_dim
+        self.aggregation = aggregation
+        self._aggregate = _AGGREGATORS[aggregation]
+        self.encoders = nn.ModuleList(make_encoder(spec, latent_dim) for spec in self.specs)
+        self.decoders = nn.ModuleList(make_decoder(spec, latent_dim) for spec in self.specs)
+
+    @property
+    def num_modalities(self) -> int:
+        """Number ``M`` of modalities."""
+        return len(self.specs)
+
+    def prior(self, batch_shape: torch.Size | tuple[int, ...] = ()) -> Independent:
+        """The prior ``p(z) = N(0, I)`` with ``batch_shape``, on the model's device."""
+        return standard_normal(torch.Size(batch_shape), self.latent_dim, self._any_parameter())
+
+    def experts(self, xs: Sequence[Tensor]) -> Independent:
+        """The unimodal posteriors ``q(z | x_m)``, batch ``(B, M)``, event ``(d,)``."""
+        params = [encoder(x) for encoder, x in zip(self.encoders, xs, strict=True)]
+        loc = torch.stack([loc for loc, _ in params], -2)
+        scale = torch.stack([scale for _, scale in params], -2)
+        return Independent(Normal(loc, scale), 1)
+
+    def encode(self, xs: Sequence[Tensor], mask: Tensor | None = None) -> Distribution:
+        """The joint posterior ``q(z | X_S)`` of the observed modalities ``S``.
+
+        Parameters
+        ----------
+        xs : sequence of Tensor
+            One ``(B, *spec.shape)`` batch per modality; entries of missing modalities are
+            read by their encoder but get zero weight.
+        mask : Tensor, optional
+            ``(B, M)`` bool, ``False`` where a modality is missing; ``None``: all observed.
+
+        Returns
+        -------
+        Distribution
+            Batch ``(B,)``, event ``(d,)``: ``Independent(Normal)`` for ``poe``/``wb``,
+            ``MixtureSameFamily`` over subsets for ``moe``/``mopoe``/``mwb``.
+        """
+        return self._aggregate(self.experts(xs), mask)
+
+    def forward(self, xs: Sequence[Tensor], mask: Tensor | None = None) -> Distribution:
+        """Same as :meth:`encode`."""
+        return self.encode(xs, mask)
+
+    def decode(self, z: Tensor) -> list[Distribution]:
+        """The likelihoods ``p(x_m | z)``, one per modality, batch ``z.shape[:-1]``."""
+        flat = z.reshape(-1, z.shape[-1])
+        return [
+            LIKELIHOODS[spec.likelihood](decoder(flat).unflatten(0, z.shape[:-1]), spec)
+            for decoder, spec in zip(self.decoders, self.specs, strict=True)
+        ]
+
+    @torch.no_grad()
+    def generate(self, n: int) -> list[Tensor]:
+        """Mean of every modality's likelihood at ``n`` draws ``z ~ p(z)``."""
+        return [likelihood.mean for likelihood in self.decode(self.prior((n,)).sample())]
+
+    @torch.no_grad()
+    def cond_generate(self, xs: Sequence[Tensor], mask: Tensor | None = None) -> list[Tensor]:
+        """Every modality generated from the observed ones: likelihood means at ``z ~ q(z | X_S)``.
+
+        Returns
+        -------
+        list of Tensor
+            One ``(B, *spec.shape)`` per modality: image means, text and attribute
+            probabilities.
+        """
+        return [likelihood.mean for likelihood in self.decode(self.encode(xs, mask).sample())]
+
+    def _any_parameter(self) -> Tensor:
+        return next(self.parameters())

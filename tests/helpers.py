@@ -1,0 +1,62 @@
+"""Helpers shared by the test modules: distribution builders, KL objectives, perturbations."""
+
+from __future__ import annotations
+
+import torch
+from torch.distributions import Independent, MultivariateNormal, Normal, kl_divergence
+
+
+def diagonal(loc: torch.Tensor, scale: torch.Tensor, validate_args: bool | None = None):
+    """``Independent(Normal(loc, scale), 1)``."""
+    return Independent(Normal(loc, scale, validate_args=validate_args), 1)
+
+
+def full(loc: torch.Tensor, cov: torch.Tensor, validate_args: bool | None = None):
+    """``MultivariateNormal(loc, covariance_matrix=cov)``."""
+    return MultivariateNormal(loc, covariance_matrix=cov, validate_args=validate_args)
+
+
+def as_full(dist: Independent) -> MultivariateNormal:
+    """The full-covariance twin of a diagonal Gaussian."""
+    return full(dist.mean, torch.diag_embed(dist.variance))
+
+
+def weighted_kl(q, experts, weights: torch.Tensor, direction: str) -> torch.Tensor:
+    """``Σ_m λ_m KL(q ‖ q_m)`` (``"reverse"``) or ``Σ_m λ_m KL(q_m ‖ q)`` (``"forward"``).
+
+    ``q`` (batch ``(...)``) is compared with every expert of ``experts`` (batch ``(M,)``
+    or ``(..., M)``); ``weights (M,)`` are normalised here.
+    """
+    if isinstance(q, MultivariateNormal):
+        q = full(q.mean.unsqueeze(-2), q.covariance_matrix.unsqueeze(-3))
+    else:
+        q = diagonal(q.mean.unsqueeze(-2), q.stddev.unsqueeze(-2))
+    kl = kl_divergence(q, experts) if direction == "reverse" else kl_divergence(experts, q)
+    return (weights / weights.sum(-1, keepdim=True) * kl).sum(-1)
+
+
+def perturbed_covariances(
+    cov: torch.Tensor, generator: torch.Generator, count: int, size: float
+) -> torch.Tensor:
+    """``count`` SPD perturbations ``L (I + size·S) Lᵀ`` of ``cov (d, d)``, ``S`` symmetric of
+    unit spectral norm: relative steps that stay positive definite however ill-conditioned."""
+    d = cov.shape[-1]
+    chol = torch.linalg.cholesky(cov)
+    noise = torch.randn(count, d, d, generator=generator, dtype=cov.dtype)
+    sym = noise + noise.mT
+    sym = sym / torch.linalg.matrix_norm(sym, ord=2)[:, None, None]
+    eye = torch.eye(d, dtype=cov.dtype)
+    return chol @ (eye + size * sym) @ chol.mT
+
+
+def mixture_moments(
+    loc: torch.Tensor, cov: torch.Tensor, weights: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and covariance of ``Σ λ_m N(μ_m, Σ_m)`` by the law of total covariance, as an
+    explicit loop over the experts of ``loc (M, d)``, ``cov (M, d, d)``."""
+    weights = weights / weights.sum()
+    mean = sum(w * mu for w, mu in zip(weights, loc, strict=True))
+    second = sum(
+        w * (c + torch.outer(mu, mu)) for w, mu, c in zip(weights, loc, cov, strict=True)
+    )
+    return mean, second - torch.outer(mean, mean)

@@ -1,0 +1,426 @@
+"""Tests of the POT-backed empirical barycenters: oracles, closed forms, invariances."""
+
+from __future__ import annotations
+
+import numpy as np
+import ot
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from barycentric.empirical import empirical_barycenter
+
+# POT's torch-backed Sinkhorn barycenter triggers torch's deprecation warning for `.T` on
+# 1-D tensors; it is POT's and harmless.
+pytestmark = pytest.mark.filterwarnings("ignore:The use of `x.T`:UserWarning")
+
+
+def _clouds(seed: int, sizes: tuple[int, ...], dim: int) -> list[torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    return [
+        torch.randn(n, dim, generator=generator, dtype=torch.float64) + 3 * i
+        for i, n in enumerate(sizes)
+    ]
+
+
+def _simplex(seed: int, *shape: int) -> torch.Tensor:
+    """Random positive entries normalised along dim 0."""
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.rand(*shape, generator=generator, dtype=torch.float64) + 0.1
+    return x / x.sum(0)
+
+
+def _sorted_rows(x: torch.Tensor) -> torch.Tensor:
+    """Rows sorted by their first coordinate: compares point clouds as sets."""
+    return x[x[:, 0].argsort()]
+
+
+def _grid(n: int) -> torch.Tensor:
+    return torch.linspace(0.0, 1.0, n, dtype=torch.float64).unsqueeze(1)
+
+
+# --- free support -------------------------------------------------------------------
+
+
+def test_free_support_matches_pot_numpy() -> None:
+    clouds = _clouds(0, (5, 7, 6), dim=2)
+    masses = [_simplex(i + 1, len(c)) for i, c in enumerate(clouds)]
+    weights = torch.tensor([0.2, 0.5, 0.3], dtype=torch.float64)
+    init = _clouds(9, (4,), dim=2)[0]
+
+    atoms, b = empirical_barycenter(clouds, weights, init=init, sample_weights=masses)
+    expected = ot.lp.free_support_barycenter(
+        [c.numpy() for c in clouds],
+        [m.numpy() for m in masses],
+        init.numpy(),
+        weights=weights.numpy(),
+    )
+    np.testing.assert_allclose(atoms.numpy(), expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(b, torch.full((4,), 0.25, dtype=torch.float64))
+
+
+def test_free_support_default_init_is_reproducible_with_max_size() -> None:
+    clouds = _clouds(1, (5, 8, 3), dim=2)
+    first, _ = empirical_barycenter(clouds)
+    torch.manual_seed(1234)  # the default init ignores the global random state
+    second, b = empirical_barycenter(clouds)
+    assert first.shape == (8, 2) and b.shape == (8,)
+    torch.testing.assert_close(first, second, rtol=0, atol=0)
+    atoms, b = empirical_barycenter(clouds, support_size=11)
+    assert atoms.shape == (11, 2) and b.shape == (11,)
+
+
+def test_free_support_of_identical_clouds_is_the_cloud() -> None:
+    (cloud,) = _clouds(2, (9,), dim=3)
+    atoms, b = empirical_barycenter([cloud, cloud, cloud], torch.tensor([0.1, 0.6, 0.3]))
+    torch.testing.assert_close(_sorted_rows(atoms), _sorted_rows(cloud))
+    torch.testing.assert_close(b, torch.full((9,), 1 / 9, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("lam", [0.5, 0.25, 0.9])
+def test_free_support_of_two_diracs_is_the_weighted_midpoint(lam: float) -> None:
+    a, c = torch.tensor([[0.0, 1.0]]), torch.tensor([[4.0, -3.0]])
+    atoms, b = empirical_barycenter([a, c], [lam, 1 - lam])
+    torch.testing.assert_close(atoms, lam * a + (1 - lam) * c)
+    torch.testing.assert_close(b, torch.ones(1))
+
+
+def test_free_support_in_one_dimension_averages_quantile_functions() -> None:
+    # The 1-D W2 barycenter has quantile function Σ λ_k F_k⁻¹; for clouds of n equally
+    # weighted points that is the λ-average of the sorted clouds.
+    clouds = _clouds(3, (8, 8, 8), dim=1)
+    weights = torch.tensor([0.5, 0.2, 0.3], dtype=torch.float64)
+    atoms, _ = empirical_barycenter(clouds, weights)
+    expected = sum(w * c.sort(dim=0).values for w, c in zip(weights, clouds, strict=True))
+    torch.testing.assert_close(atoms.sort(dim=0).values, expected)
+
+
+def test_free_support_gradient_of_one_dimensional_barycenter() -> None:
+    # Σ atoms = Σ_k λ_k Σ y_k in 1-D, so the gradient w.r.t. cloud k's points is λ_k
+    # and w.r.t. λ_k (before normalisation to the simplex) is Σ y_k - Σ atoms.
+    clouds = [c.requires_grad_() for c in _clouds(4, (6, 6), dim=1)]
+    weights = torch.tensor([0.3, 0.7], dtype=torch.float64, requires_grad=True)
+    atoms, _ = empirical_barycenter(clouds, weights)
+    atoms.sum().backward()
+    for cloud, lam in zip(clouds, weights.detach(), strict=True):
+        torch.testing.assert_close(cloud.grad, torch.full_like(cloud, lam.item()))
+    total = atoms.sum().detach()
+    torch.testing.assert_close(
+        weights.grad, torch.stack([c.sum() - total for c in clouds]).detach()
+    )
+
+
+def test_free_support_is_translation_equivariant() -> None:
+    clouds = _clouds(5, (6, 4, 5), dim=2)
+    shift = torch.tensor([10.0, -7.5], dtype=torch.float64)
+    atoms, _ = empirical_barycenter(clouds, [0.2, 0.3, 0.5])
+    shifted, _ = empirical_barycenter([c + shift for c in clouds], [0.2, 0.3, 0.5])
+    torch.testing.assert_close(shifted, atoms + shift)
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    sizes=st.lists(st.integers(1, 6), min_size=1, max_size=4),
+    dim=st.integers(1, 3),
+    k=st.integers(1, 6),
+    data=st.data(),
+)
+def test_free_support_permutation_invariance_and_hull(
+    seed: int, sizes: list[int], dim: int, k: int, data: st.DataObject
+) -> None:
+    clouds = _clouds(seed, tuple(sizes), dim)
+    masses = [_simplex(seed + i, len(c)) for i, c in enumerate(clouds)]
+    weights = _simplex(seed, len(clouds))
+    init = _clouds(seed + 1, (k,), dim)[0]
+    atoms, b = empirical_barycenter(clouds, weights, init=init, sample_weights=masses)
+
+    order = data.draw(st.permutations(range(len(clouds))))
+    permuted, _ = empirical_barycenter(
+        [clouds[i] for i in order],
+        weights[order],
+        init=init,
+        sample_weights=[masses[i] for i in order],
+    )
+    torch.testing.assert_close(permuted, atoms)
+    # Every atom is a λ-average of barycentric projections, so it lies in the bounding box.
+    points = torch.cat(clouds)
+    assert bool((atoms >= points.min(0).values - 1e-9).all())
+    assert bool((atoms <= points.max(0).values + 1e-9).all())
+    torch.testing.assert_close(b.sum(), torch.tensor(1.0, dtype=torch.float64))
+
+
+def test_free_support_warns_when_not_converged() -> None:
+    clouds = _clouds(6, (10, 10), dim=2)
+    with pytest.warns(RuntimeWarning, match="numItermax=1"):
+        empirical_barycenter(clouds, numItermax=1, stopThr=0.0)
+
+
+# --- sinkhorn -----------------------------------------------------------------------
+
+
+def test_sinkhorn_matches_pot_numpy() -> None:
+    support = _clouds(7, (10,), dim=2)[0]
+    histograms = _simplex(8, 10, 3)
+    weights = torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64)
+    returned, bary = empirical_barycenter(
+        histograms, weights, method="sinkhorn", support=support, reg=0.5, stopThr=1e-10
+    )
+    expected = ot.bregman.barycenter(
+        histograms.numpy(),
+        ot.dist(support.numpy(), support.numpy()),
+        0.5,
+        weights=weights.numpy(),
+        stopThr=1e-10,
+    )
+    assert returned is not None
+    torch.testing.assert_close(returned, support, rtol=0, atol=0)
+    np.testing.assert_allclose(bary.numpy(), expected, rtol=1e-10, atol=1e-12)
+
+
+def test_sinkhorn_with_a_cost_returns_no_support() -> None:
+    support = _grid(6)
+    histograms = _simplex(9, 6, 2)
+    returned, bary = empirical_barycenter(
+        histograms, method="sinkhorn", cost=ot.dist(support, support), reg=0.1
+    )
+    _, from_support = empirical_barycenter(histograms, method="sinkhorn", support=support, reg=0.1)
+    assert returned is None
+    torch.testing.assert_close(bary, from_support)
+
+
+def test_sinkhorn_of_identical_histograms_tends_to_the_histogram() -> None:
+    x = _grid(30)[:, 0]
+    a = torch.exp(-((x - 0.4) ** 2) / 0.02) + 0.5 * torch.exp(-((x - 0.8) ** 2) / 0.005)
+    a = a / a.sum()
+    errors = []
+    for reg in (1e-2, 1e-3, 3e-4):
+        _, bary = empirical_barycenter(
+            torch.stack([a, a, a], 1), method="sinkhorn", support=_grid(30), reg=reg
+        )
+        errors.append((bary - a).abs().sum().item())
+    assert errors == sorted(errors, reverse=True)
+    assert errors[-1] < 1e-2
+
+
+def test_sinkhorn_gradcheck() -> None:
+    # A fixed iteration count (stopThr=0) makes the output one smooth map of the inputs,
+    # whose exact derivative autograd computes through the unrolled iterations. The
+    # histograms are parametrised off the simplex so that gradcheck's perturbations stay
+    # valid inputs.
+    support = _grid(5)
+
+    def barycenter(raw: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        return empirical_barycenter(
+            raw / raw.sum(0),
+            weights,
+            method="sinkhorn",
+            support=support,
+            reg=0.1,
+            numItermax=30,
+            stopThr=0.0,
+        )[1]
+
+    raw = _simplex(10, 5, 3).requires_grad_()
+    weights = torch.tensor([0.2, 0.3, 0.5], dtype=torch.float64, requires_grad=True)
+    with pytest.warns(UserWarning, match="did not converge"):
+        assert torch.autograd.gradcheck(barycenter, (raw, weights))
+
+
+def test_sinkhorn_gradient_reaches_support_and_reg() -> None:
+    support = _grid(6).requires_grad_()
+    reg = torch.tensor(0.1, dtype=torch.float64, requires_grad=True)
+    _, bary = empirical_barycenter(_simplex(11, 6, 2), method="sinkhorn", support=support, reg=reg)
+    (bary * torch.arange(6.0, dtype=torch.float64)).sum().backward()
+    for leaf in (support, reg):
+        assert leaf.grad is not None and bool(torch.isfinite(leaf.grad).all())
+        assert leaf.grad.abs().sum() > 0
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 2**31 - 1),
+    n=st.integers(1, 8),
+    count=st.integers(1, 4),
+    reg=st.floats(0.05, 5.0),
+    data=st.data(),
+)
+def test_sinkhorn_is_a_histogram_invariant_to_permuting_inputs(
+    seed: int, n: int, count: int, reg: float, data: st.DataObject
+) -> None:
+    histograms = _simplex(seed, n, count)
+    weights = _simplex(seed + 1, count)
+    support = _grid(n)
+    _, bary = empirical_barycenter(
+        histograms, weights, method="sinkhorn", support=support, reg=reg, stopThr=1e-12
+    )
+    assert bool((bary >= 0).all())
+    torch.testing.assert_close(bary.sum(), torch.tensor(1.0, dtype=torch.float64))
+
+    order = list(data.draw(st.permutations(range(count))))
+    _, permuted = empirical_barycenter(
+        histograms[:, order],
+        weights[order],
+        method="sinkhorn",
+        support=support,
+        reg=reg,
+        stopThr=1e-12,
+    )
+    torch.testing.assert_close(permuted, bary)
+
+
+# --- dtype, device, conversions -------------------------------------------------------
+
+
+def test_float32_in_float32_out() -> None:
+    clouds = [c.float() for c in _clouds(12, (4, 5), dim=2)]
+    atoms, b = empirical_barycenter(clouds, torch.tensor([0.4, 0.6]))
+    assert atoms.dtype == b.dtype == torch.float32
+    assert atoms.device == b.device == clouds[0].device
+
+    histograms = _simplex(13, 6, 2).float()
+    reg = torch.tensor(0.1, dtype=torch.float64)  # converted, not promoting the output
+    support, bary = empirical_barycenter(histograms, method="sinkhorn", support=_grid(6), reg=reg)
+    assert support is not None and support.dtype == torch.float32
+    assert bary.dtype == torch.float32 and bary.device == histograms.device
+
+
+def test_float32_masses_within_tolerance_are_accepted() -> None:
+    # Off by 1e-5: inside float32's √eps tolerance, outside the 1e-6 that POT's network
+    # simplex asserts, so the masses must be renormalised before reaching POT.
+    clouds = [c.float() for c in _clouds(19, (5, 6), dim=2)]
+    masses = [torch.full((len(c),), (1 + 1e-5) / len(c)) for c in clouds]
+    atoms, _ = empirical_barycenter(clouds, sample_weights=masses)
+    expected, _ = empirical_barycenter(clouds)
+    torch.testing.assert_close(atoms, expected)
+
+
+def test_numpy_inputs_give_tensors() -> None:
+    clouds = [c.numpy() for c in _clouds(14, (3, 3), dim=2)]
+    atoms, _ = empirical_barycenter(clouds, np.array([0.5, 0.5]))
+    assert isinstance(atoms, torch.Tensor) and atoms.dtype == torch.float64
+    support, bary = empirical_barycenter(
+        _simplex(15, 4, 2).numpy(), method="sinkhorn", support=_grid(4).numpy(), reg=0.2
+    )
+    assert isinstance(support, torch.Tensor) and isinstance(bary, torch.Tensor)
+
+
+def test_validation_flag_switches_value_checks_off() -> None:
+    histograms = 2 * _simplex(16, 4, 2)
+    previous = torch.distributions.Distribution._validate_args
+    torch.distributions.Distribution.set_default_validate_args(False)
+    try:
+        _, bary = empirical_barycenter(histograms, method="sinkhorn", support=_grid(4), reg=0.2)
+    finally:
+        torch.distributions.Distribution.set_default_validate_args(previous)
+    assert bary.shape == (4,)
+    with pytest.raises(ValueError, match="samples"):
+        empirical_barycenter(histograms, method="sinkhorn", support=_grid(4), reg=0.2)
+
+
+# --- bad input ----------------------------------------------------------------------
+
+_CLOUDS = _clouds(17, (4, 5), dim=2)
+_HISTOGRAMS = _simplex(18, 4, 2)
+_GRID = _grid(4)
+
+
+def _nan_cloud() -> list[torch.Tensor]:
+    cloud = _CLOUDS[1].clone()
+    cloud[2, 0] = float("nan")
+    return [_CLOUDS[0], cloud]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "name"),
+    [
+        ({"samples": []}, "samples"),
+        ({"samples": [_CLOUDS[0], torch.zeros(3, 3)]}, r"samples\[1\]"),
+        ({"samples": [_CLOUDS[0], torch.zeros(0, 2)]}, r"samples\[1\]"),
+        ({"samples": [torch.zeros(3)]}, r"samples\[0\]"),
+        ({"samples": _nan_cloud()}, r"samples\[1\]"),
+        ({"samples": _CLOUDS, "weights": [0.5, 0.3, 0.2]}, "weights"),
+        ({"samples": _CLOUDS, "weights": [[0.5, 0.5]]}, "weights"),
+        ({"samples": _CLOUDS, "weights": [-0.5, 1.5]}, "weights"),
+        ({"samples": _CLOUDS, "weights": [0.0, 0.0]}, "weights"),
+        ({"samples": _CLOUDS, "weights": [float("inf"), 1.0]}, "weights"),
+        ({"samples": _CLOUDS, "sample_weights": [torch.full((4,), 0.25)]}, "sample_weights"),
+        (
+            {
+                "samples": _CLOUDS,
+                "sample_weights": [torch.full((4,), 0.25), torch.full((4,), 0.25)],
+            },
+            r"sample_weights\[1\]",
+        ),
+        (
+            {"samples": _CLOUDS, "sample_weights": [torch.full((4,), 0.3), torch.full((5,), 0.2)]},
+            r"sample_weights\[0\]",
+        ),
+        (
+            {
+                "samples": _CLOUDS,
+                "sample_weights": [torch.tensor([0.5, 0.5, 0.5, -0.5]), torch.full((5,), 0.2)],
+            },
+            r"sample_weights\[0\]",
+        ),
+        ({"samples": _CLOUDS, "support_size": 0}, "support_size"),
+        ({"samples": _CLOUDS, "init": torch.zeros(3, 3)}, "init"),
+        ({"samples": _CLOUDS, "init": torch.full((3, 2), float("nan"))}, "init"),
+        ({"samples": _CLOUDS, "init": torch.zeros(3, 2), "support_size": 4}, "support_size"),
+        ({"samples": _CLOUDS, "reg": 0.1}, "reg"),
+        ({"samples": _CLOUDS, "cost": torch.zeros(4, 4)}, "cost"),
+        ({"samples": _CLOUDS, "support": _GRID}, "support"),
+        ({"samples": _CLOUDS, "method": "greenkhorn"}, "method"),
+    ],
+    ids=lambda value: value if isinstance(value, str) else "",
+)
+def test_free_support_bad_input(arguments: dict, name: str) -> None:
+    with pytest.raises(ValueError, match=name):
+        empirical_barycenter(**arguments)
+
+
+def _sinkhorn_arguments(**overrides: object) -> dict:
+    return {"samples": _HISTOGRAMS, "method": "sinkhorn", "support": _GRID, "reg": 0.1, **overrides}
+
+
+@pytest.mark.parametrize(
+    ("arguments", "name"),
+    [
+        (_sinkhorn_arguments(samples=torch.zeros(4, 0)), "samples"),
+        (_sinkhorn_arguments(samples=_HISTOGRAMS[:, 0]), "samples"),
+        (_sinkhorn_arguments(samples=1.5 * _HISTOGRAMS), "samples"),
+        (_sinkhorn_arguments(samples=_HISTOGRAMS - _HISTOGRAMS.mean()), "samples"),
+        (_sinkhorn_arguments(samples=torch.full((4, 2), float("nan"))), "samples"),
+        (_sinkhorn_arguments(weights=[1.0, 1.0, 1.0]), "weights"),
+        (_sinkhorn_arguments(weights=[-1.0, 2.0]), "weights"),
+        (_sinkhorn_arguments(reg=None), "reg"),
+        (_sinkhorn_arguments(reg=0.0), "reg"),
+        (_sinkhorn_arguments(reg=-1.0), "reg"),
+        (_sinkhorn_arguments(reg=float("inf")), "reg"),
+        (_sinkhorn_arguments(support=None), "cost"),
+        (_sinkhorn_arguments(cost=torch.zeros(4, 4)), "cost"),
+        (_sinkhorn_arguments(support=None, cost=torch.zeros(4, 3)), "cost"),
+        (_sinkhorn_arguments(support=None, cost=torch.full((4, 4), float("inf"))), "cost"),
+        (_sinkhorn_arguments(support=_grid(5)), "support"),
+        (_sinkhorn_arguments(support=torch.zeros(4)), "support"),
+        (_sinkhorn_arguments(support_size=3), "support_size"),
+        (_sinkhorn_arguments(init=_GRID), "init"),
+        (_sinkhorn_arguments(sample_weights=[_HISTOGRAMS[:, 0]]), "sample_weights"),
+        # exp(-cost / reg) underflows: a silent NaN in POT, an error here.
+        pytest.param(
+            _sinkhorn_arguments(support=100 * _GRID, reg=1e-3),
+            "reg",
+            marks=pytest.mark.filterwarnings("ignore:Sinkhorn did not converge"),
+        ),
+    ],
+    ids=lambda value: value if isinstance(value, str) else "",
+)
+def test_sinkhorn_bad_input(arguments: dict, name: str) -> None:
+    with pytest.raises(ValueError, match=name):
+        empirical_barycenter(**arguments)
+
+
+def test_unknown_solver_option_is_a_type_error() -> None:
+    with pytest.raises(TypeError, match="max_iter"):
+        empirical_barycenter(_CLOUDS, max_iter=10)

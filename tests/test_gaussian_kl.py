@@ -1,0 +1,284 @@
+"""KL barycenters of Gaussians: closed forms, the variational property, invariances, gradients."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from helpers import diagonal, full, mixture_moments, perturbed_covariances, weighted_kl
+from hypothesis import given
+from hypothesis import strategies as st
+from strategies import (
+    diag_gaussian_params,
+    full_gaussian_params,
+    random_diag_gaussian,
+    random_full_gaussian,
+    random_weights,
+    weights,
+)
+from torch.distributions import Categorical, MixtureSameFamily
+
+import barycentric as bc
+from barycentric.functional import (
+    forward_kl_moments_diag,
+    forward_kl_moments_full,
+    reverse_kl_barycenter_diag,
+    reverse_kl_barycenter_full,
+)
+
+M, D = 3, 2
+
+
+# --- closed forms against hand computations -------------------------------------------
+
+
+def test_reverse_diag_matches_hand_computation() -> None:
+    loc = torch.tensor([[0.0], [3.0]], dtype=torch.float64)
+    scale = torch.tensor([[1.0], [2.0]], dtype=torch.float64)
+    mean, std = reverse_kl_barycenter_diag(loc, scale, torch.tensor([1.0, 3.0]))
+    # precision 1/4·1 + 3/4·1/4 = 7/16; mean (16/7)(3/4·1/4·3) = 9/7
+    torch.testing.assert_close(std, torch.tensor([4 / 7**0.5], dtype=torch.float64))
+    torch.testing.assert_close(mean, torch.tensor([9 / 7], dtype=torch.float64))
+
+
+def test_reverse_full_matches_hand_computation(generator) -> None:
+    loc, cov = random_full_gaussian(generator, D, M, condition=1e3)
+    w = np.array([0.2, 0.3, 0.5])
+    precisions = [np.linalg.inv(c) for c in cov.numpy()]
+    precision = sum(wi * p for wi, p in zip(w, precisions, strict=True))
+    expected_cov = np.linalg.inv(precision)
+    information = sum(
+        wi * p @ mu for wi, p, mu in zip(w, precisions, loc.numpy(), strict=True)
+    )
+    mean, bary = reverse_kl_barycenter_full(loc, cov, torch.from_numpy(w))
+    np.testing.assert_allclose(bary.numpy(), expected_cov, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(mean.numpy(), expected_cov @ information, rtol=1e-9, atol=1e-12)
+
+
+def test_forward_diag_equals_torch_mixture_moments(generator) -> None:
+    loc, scale = random_diag_gaussian(generator, D, (4, M))
+    w = random_weights(generator, M, 4, zeros=True)
+    mixture = MixtureSameFamily(Categorical(probs=w), diagonal(loc, scale))
+    mean, std = forward_kl_moments_diag(loc, scale, w)
+    torch.testing.assert_close(mean, mixture.mean)
+    torch.testing.assert_close(std.square(), mixture.variance)
+
+
+def test_forward_full_equals_total_covariance(generator) -> None:
+    loc, cov = random_full_gaussian(generator, D, M, condition=1e4)
+    w = random_weights(generator, M)
+    expected_mean, expected_cov = mixture_moments(loc, cov, w)
+    mean, bary = forward_kl_moments_full(loc, cov, w)
+    torch.testing.assert_close(mean, expected_mean)
+    torch.testing.assert_close(bary, expected_cov)
+
+
+def test_forward_mixture_log_prob_is_weighted_logsumexp(generator) -> None:
+    loc, cov = random_full_gaussian(generator, D, (2, M))
+    w = random_weights(generator, M, 2, zeros=True)
+    x = torch.randn(5, 2, D, generator=generator, dtype=torch.float64)
+    mixture = bc.kl_barycenter(full(loc, cov), w, direction="forward")
+    components = torch.stack(
+        [full(loc[:, m], cov[:, m]).log_prob(x) for m in range(M)], -1
+    )
+    expected = torch.logsumexp(components + (w / w.sum(-1, keepdim=True)).log(), -1)
+    torch.testing.assert_close(mixture.log_prob(x), expected)
+
+
+@pytest.mark.parametrize("kernel", ["reverse", "forward"])
+def test_diagonal_kernel_equals_full_kernel_on_diagonal_covariances(kernel, generator) -> None:
+    loc, scale = random_diag_gaussian(generator, D, (2, M))
+    w = random_weights(generator, M, 2, zeros=True)
+    diag_kernel, full_kernel = {
+        "reverse": (reverse_kl_barycenter_diag, reverse_kl_barycenter_full),
+        "forward": (forward_kl_moments_diag, forward_kl_moments_full),
+    }[kernel]
+    mean_d, std_d = diag_kernel(loc, scale, w)
+    mean_f, cov_f = full_kernel(loc, torch.diag_embed(scale.square()), w)
+    torch.testing.assert_close(mean_d, mean_f)
+    torch.testing.assert_close(torch.diag_embed(std_d.square()), cov_f)
+
+
+# --- the barycenters minimise their objectives -----------------------------------------
+
+
+def _assert_minimises_diag(params, w, direction) -> None:
+    loc, scale = params
+    kernel = reverse_kl_barycenter_diag if direction == "reverse" else forward_kl_moments_diag
+    mean, std = kernel(loc, scale, w)
+    experts = diagonal(loc, scale)
+    best = weighted_kl(diagonal(mean, std), experts, w, direction)
+    generator = torch.Generator().manual_seed(0)
+    for step in (1e-3, 1e-2, 1e-1):
+        shift = step * torch.randn(8, D, generator=generator, dtype=torch.float64)
+        stretch = torch.exp(step * torch.randn(8, D, generator=generator, dtype=torch.float64))
+        worse = weighted_kl(diagonal(mean + shift * std, std * stretch), experts, w, direction)
+        assert bool((worse >= best - 1e-12 * (1 + best.abs())).all())
+
+
+@given(diag_gaussian_params(D, M), weights(M), st.sampled_from(["reverse", "forward"]))
+def test_diag_barycenter_minimises_weighted_kl(params, w, direction) -> None:
+    _assert_minimises_diag(params, w, direction)
+
+
+@given(full_gaussian_params(D, M, max_condition=1e6), weights(M), st.sampled_from(["reverse", "forward"]))
+def test_full_barycenter_minimises_weighted_kl(params, w, direction) -> None:
+    loc, cov = params
+    kernel = reverse_kl_barycenter_full if direction == "reverse" else forward_kl_moments_full
+    mean, bary = kernel(loc, cov, w)
+    experts = full(loc, cov)
+    best = weighted_kl(full(mean, bary), experts, w, direction)
+    generator = torch.Generator().manual_seed(0)
+    chol = torch.linalg.cholesky(bary)
+    for step in (1e-3, 1e-2, 1e-1):
+        shift = step * torch.randn(8, D, 1, generator=generator, dtype=torch.float64)
+        covs = perturbed_covariances(bary, generator, 8, step)
+        worse = weighted_kl(full(mean + (chol @ shift).squeeze(-1), covs), experts, w, direction)
+        assert bool((worse >= best - 1e-9 * (1 + best.abs())).all())
+
+
+def test_reverse_objective_is_stationary_at_the_barycenter(generator) -> None:
+    loc, cov = random_full_gaussian(generator, D, M, condition=1e3)
+    w = random_weights(generator, M)
+    mean, bary = reverse_kl_barycenter_full(loc, cov, w)
+    mean, bary = mean.requires_grad_(), bary.clone().requires_grad_()
+    objective = weighted_kl(full(mean, bary), full(loc, cov), w, "reverse")
+    grad_mean, grad_cov = torch.autograd.grad(objective, (mean, bary))
+    torch.testing.assert_close(grad_mean, torch.zeros_like(grad_mean), atol=1e-9, rtol=0)
+    torch.testing.assert_close(grad_cov, torch.zeros_like(grad_cov), atol=1e-7, rtol=0)
+
+
+# --- invariances ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kernel", [reverse_kl_barycenter_full, forward_kl_moments_full])
+def test_equal_experts_return_the_expert(kernel, generator) -> None:
+    loc, cov = random_full_gaussian(generator, D, condition=1e5)
+    w = random_weights(generator, M)
+    mean, bary = kernel(loc.expand(M, D), cov.expand(M, D, D), w)
+    torch.testing.assert_close(mean, loc)
+    torch.testing.assert_close(bary, cov, rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("kernel", [reverse_kl_barycenter_diag, forward_kl_moments_diag])
+def test_equal_diag_experts_return_the_expert(kernel, generator) -> None:
+    loc, scale = random_diag_gaussian(generator, D)
+    mean, std = kernel(loc.expand(M, D), scale.expand(M, D), random_weights(generator, M))
+    torch.testing.assert_close(mean, loc)
+    torch.testing.assert_close(std, scale)
+
+
+@given(
+    full_gaussian_params(D, M),
+    weights(M),
+    st.permutations(range(M)),
+    st.sampled_from([reverse_kl_barycenter_full, forward_kl_moments_full]),
+)
+def test_full_permutation_invariance(params, w, order, kernel) -> None:
+    loc, cov = params
+    expected = kernel(loc, cov, w)
+    permuted = kernel(loc[list(order)], cov[list(order)], w[list(order)])
+    for got, want in zip(permuted, expected, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-7, atol=1e-9)
+
+
+@given(
+    diag_gaussian_params(D, M),
+    weights(M),
+    st.permutations(range(M)),
+    st.sampled_from([reverse_kl_barycenter_diag, forward_kl_moments_diag]),
+)
+def test_diag_permutation_invariance(params, w, order, kernel) -> None:
+    loc, scale = params
+    expected = kernel(loc, scale, w)
+    permuted = kernel(loc[list(order)], scale[list(order)], w[list(order)])
+    for got, want in zip(permuted, expected, strict=True):
+        torch.testing.assert_close(got, want)
+
+
+@given(
+    full_gaussian_params(D, M, max_condition=1e4),
+    weights(M),
+    st.lists(st.floats(-100, 100), min_size=D, max_size=D),
+    st.sampled_from([reverse_kl_barycenter_full, forward_kl_moments_full]),
+)
+def test_full_translation_equivariance(params, w, shift, kernel) -> None:
+    loc, cov = params
+    shift = torch.tensor(shift, dtype=torch.float64)
+    mean, bary = kernel(loc, cov, w)
+    moved_mean, moved_bary = kernel(loc + shift, cov, w)
+    torch.testing.assert_close(moved_mean, mean + shift, rtol=1e-7, atol=1e-7)
+    torch.testing.assert_close(moved_bary, bary)
+
+
+@given(
+    diag_gaussian_params(D, M),
+    weights(M),
+    st.lists(st.floats(-100, 100), min_size=D, max_size=D),
+    st.sampled_from([reverse_kl_barycenter_diag, forward_kl_moments_diag]),
+)
+def test_diag_translation_equivariance(params, w, shift, kernel) -> None:
+    loc, scale = params
+    shift = torch.tensor(shift, dtype=torch.float64)
+    mean, std = kernel(loc, scale, w)
+    moved_mean, moved_std = kernel(loc + shift, scale, w)
+    torch.testing.assert_close(moved_mean, mean + shift, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(moved_std, std)
+
+
+@pytest.mark.parametrize(
+    "kernel",
+    [
+        reverse_kl_barycenter_diag,
+        forward_kl_moments_diag,
+        reverse_kl_barycenter_full,
+        forward_kl_moments_full,
+    ],
+)
+def test_batched_equals_loop_and_weights_broadcast(kernel, generator) -> None:
+    batch = (2, 3)
+    if kernel in (reverse_kl_barycenter_diag, forward_kl_moments_diag):
+        loc, spread = random_diag_gaussian(generator, D, (*batch, M))
+    else:
+        loc, spread = random_full_gaussian(generator, D, (*batch, M))
+    w = random_weights(generator, M, (3,), zeros=True)  # broadcasts over the first axis
+    mean, bary = kernel(loc, spread, w)
+    for i in range(batch[0]):
+        for j in range(batch[1]):
+            mean_ij, bary_ij = kernel(loc[i, j], spread[i, j], w[j])
+            torch.testing.assert_close(mean[i, j], mean_ij)
+            torch.testing.assert_close(bary[i, j], bary_ij)
+
+
+def test_uniform_default_and_normalisation(generator) -> None:
+    loc, cov = random_full_gaussian(generator, D, M)
+    for kernel in (reverse_kl_barycenter_full, forward_kl_moments_full):
+        uniform = kernel(loc, cov)
+        scaled = kernel(loc, cov, torch.full((M,), 7.0, dtype=torch.float64))
+        for got, want in zip(scaled, uniform, strict=True):
+            torch.testing.assert_close(got, want)
+
+
+# --- gradients ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kernel", [reverse_kl_barycenter_diag, forward_kl_moments_diag])
+def test_gradcheck_diag(kernel, generator) -> None:
+    loc, scale = random_diag_gaussian(generator, D, M)
+    w = random_weights(generator, M)
+    inputs = (loc.requires_grad_(), scale.requires_grad_(), w.requires_grad_())
+    assert torch.autograd.gradcheck(kernel, inputs)
+
+
+@pytest.mark.parametrize("kernel", [reverse_kl_barycenter_full, forward_kl_moments_full])
+def test_gradcheck_full(kernel, generator) -> None:
+    loc, cov = random_full_gaussian(generator, D, M, condition=10.0)
+    w = random_weights(generator, M)
+
+    def from_factor(loc, factor, w):
+        # A symmetric parametrisation: gradcheck's one-sided perturbations keep cov SPD.
+        return kernel(loc, factor @ factor.mT, w)
+
+    factor = torch.linalg.cholesky(cov)
+    inputs = (loc.requires_grad_(), factor.requires_grad_(), w.requires_grad_())
+    assert torch.autograd.gradcheck(from_factor, inputs)

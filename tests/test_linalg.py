@@ -1,0 +1,98 @@
+"""Matrix roots: exactness against SciPy, and gradients that stay finite at repeated eigenvalues."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+from hypothesis import given
+from strategies import spd_matrices
+
+from barycentric.linalg import inv_sqrtm_psd, sqrtm_psd, symmetrise
+
+
+def _with_spectrum(eigenvalues: list[float], seed: int = 0) -> torch.Tensor:
+    """A float64 SPD matrix with the given eigenvalues in a random orthonormal basis."""
+    generator = torch.Generator().manual_seed(seed)
+    d = len(eigenvalues)
+    q, _ = torch.linalg.qr(torch.randn(d, d, dtype=torch.float64, generator=generator))
+    return symmetrise(q @ torch.diag(torch.tensor(eigenvalues, dtype=torch.float64)) @ q.mT)
+
+
+@given(spd_matrices(d=4, batch=(3,), max_condition=1e6))
+def test_sqrtm_squares_back_and_matches_scipy(a: torch.Tensor) -> None:
+    root = sqrtm_psd(a)
+    scale = torch.linalg.matrix_norm(a).max()
+    assert torch.allclose(root @ root, a, atol=1e-10 * scale)
+    assert torch.allclose(root, root.mT)
+    for one, expected in zip(root, a, strict=True):
+        np.testing.assert_allclose(
+            one.numpy(), scipy.linalg.sqrtm(expected.numpy()).real, atol=1e-8 * float(scale)
+        )
+
+
+@given(spd_matrices(d=3, batch=(2,), max_condition=1e4))
+def test_inverse_root_whitens(a: torch.Tensor) -> None:
+    inv_root = inv_sqrtm_psd(a)
+    eye = torch.eye(3, dtype=a.dtype).expand_as(a)
+    assert torch.allclose(inv_root @ a @ inv_root, eye, atol=1e-8)
+    assert torch.allclose(inv_root @ sqrtm_psd(a), eye, atol=1e-8)
+
+
+@pytest.mark.parametrize("root", [sqrtm_psd, inv_sqrtm_psd])
+@pytest.mark.parametrize(
+    "spectrum", [[1.0, 2.0, 5.0], [2.0, 2.0, 2.0], [1.0, 1.0, 4.0]], ids=["distinct", "I", "pair"]
+)
+def test_gradcheck_including_repeated_eigenvalues(root, spectrum: list[float]) -> None:
+    a = _with_spectrum(spectrum).requires_grad_()
+    assert torch.autograd.gradcheck(root, (a,))
+
+
+def test_sqrt_gradient_at_identity_is_half_the_symmetric_part() -> None:
+    # d(A^{1/2}) at A = I in direction E is E/2, so <G, d sqrt> has gradient sym(G)/2.
+    a = torch.eye(4, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    (grad,) = torch.autograd.grad((sqrtm_psd(a) * g).sum(), a)
+    assert torch.isfinite(grad).all()
+    assert torch.allclose(grad, symmetrise(g) / 2)
+    (grad_inv,) = torch.autograd.grad((inv_sqrtm_psd(a) * g).sum(), a)
+    assert torch.allclose(grad_inv, -symmetrise(g) / 2)
+
+
+def test_eigh_autograd_is_not_finite_where_ours_is() -> None:
+    # The reason the custom backward exists: differentiating eigh at a repeated
+    # eigenvalue divides by zero.
+    a = torch.eye(3, dtype=torch.float64, requires_grad=True)
+    values, vectors = torch.linalg.eigh(a)
+    naive = (vectors * values.sqrt().unsqueeze(-2)) @ vectors.mT
+    (grad,) = torch.autograd.grad(naive.sum(), a)
+    assert not torch.isfinite(grad).all()
+    (ours,) = torch.autograd.grad(sqrtm_psd(a).sum(), a)
+    assert torch.isfinite(ours).all()
+
+
+def test_input_is_symmetrised() -> None:
+    a = _with_spectrum([1.0, 3.0])
+    skew = torch.tensor([[0.0, 0.5], [-0.5, 0.0]], dtype=torch.float64)
+    assert torch.allclose(sqrtm_psd(a + skew), sqrtm_psd(a))
+
+
+def test_semidefinite_input_has_real_finite_root() -> None:
+    a = _with_spectrum([0.0, 1.0, 4.0])
+    root = sqrtm_psd(a)
+    assert torch.isfinite(root).all()
+    assert torch.allclose(root @ root, a, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_dtype_and_batch_shape_are_kept(dtype: torch.dtype) -> None:
+    a = _with_spectrum([1.0, 4.0, 9.0]).to(dtype).expand(2, 5, 3, 3)
+    for root in (sqrtm_psd(a), inv_sqrtm_psd(a)):
+        assert root.dtype == dtype
+        assert root.shape == (2, 5, 3, 3)
+    assert torch.allclose(
+        torch.linalg.eigvalsh(sqrtm_psd(a)[0, 0]).double(),
+        torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64),
+        atol=1e-5,
+    )

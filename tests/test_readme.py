@@ -1,0 +1,22 @@
+"""The README's usage block runs as written and computes what its comments say."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_readme_usage_runs() -> None:
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
+    assert blocks, "README.md has no python block"
+    namespace: dict[str, object] = {}
+    exec(compile(blocks[0], str(README), "exec"), namespace)
+    assert namespace["wb"].batch_shape == (256,)
+    assert namespace["mwb"].mixture_distribution.probs.shape == (256, 7)
+    assert namespace["z"].shape == (1, 256, 7, 16)
+    assert bool(namespace["info"].converged.all())
+    assert torch.isfinite(namespace["poe"].mean).all()
