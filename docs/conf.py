@@ -22,10 +22,16 @@ ROOT = DOCS.parent
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(DOCS / "_ext"))
 
+import torch  # noqa: E402
+
 from barycentric._version import __version__  # noqa: E402  (the one place it lives)
 
-# Gallery scripts are executed in this process: keep them on CPU and headless.
+# Gallery scripts are executed in this process: keep them headless, and on one thread.
+# Their problems are tiny, and on small batches torch's multi-threaded CPU LAPACK calls
+# (batched Cholesky above all, which MultivariateNormal runs) cost milliseconds of thread
+# start-up each, several times the work itself.
 os.environ.setdefault("MPLBACKEND", "Agg")
+torch.set_num_threads(1)
 
 project = "barycentric"
 author = "The barycentric developers"

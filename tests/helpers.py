@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import torch
+from strategies import random_diag_gaussian, random_full_gaussian
 from torch.distributions import Independent, MultivariateNormal, Normal, kl_divergence
+
+FAMILIES = ["diag", "full"]
 
 
 def diagonal(loc: torch.Tensor, scale: torch.Tensor, validate_args: bool | None = None):
@@ -14,6 +17,32 @@ def diagonal(loc: torch.Tensor, scale: torch.Tensor, validate_args: bool | None 
 def full(loc: torch.Tensor, cov: torch.Tensor, validate_args: bool | None = None):
     """``MultivariateNormal(loc, covariance_matrix=cov)``."""
     return MultivariateNormal(loc, covariance_matrix=cov, validate_args=validate_args)
+
+
+def random_experts(
+    generator: torch.Generator,
+    family: str,
+    d: int,
+    batch: int | tuple[int, ...],
+    dtype: torch.dtype = torch.float64,
+):
+    """Random ``"diag"`` or ``"full"`` (condition number 1e3) Gaussians of batch ``batch``."""
+    if family == "diag":
+        return diagonal(*random_diag_gaussian(generator, d, batch, dtype=dtype))
+    return full(*random_full_gaussian(generator, d, batch, condition=1e3, dtype=dtype))
+
+
+def params(dist) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(loc, scale)`` of a diagonal Gaussian, ``(loc, covariance_matrix)`` of a full one."""
+    if isinstance(dist, MultivariateNormal):
+        return dist.loc, dist.covariance_matrix
+    return dist.base_dist.loc, dist.base_dist.scale
+
+
+def rebuild(dist, loc: torch.Tensor, spread: torch.Tensor, validate_args: bool | None = None):
+    """A Gaussian of ``dist``'s family with parameters ``loc`` and ``spread`` (see ``params``)."""
+    build = full if isinstance(dist, MultivariateNormal) else diagonal
+    return build(loc, spread, validate_args)
 
 
 def as_full(dist: Independent) -> MultivariateNormal:
@@ -56,7 +85,5 @@ def mixture_moments(
     explicit loop over the experts of ``loc (M, d)``, ``cov (M, d, d)``."""
     weights = weights / weights.sum()
     mean = sum(w * mu for w, mu in zip(weights, loc, strict=True))
-    second = sum(
-        w * (c + torch.outer(mu, mu)) for w, mu, c in zip(weights, loc, cov, strict=True)
-    )
+    second = sum(w * (c + torch.outer(mu, mu)) for w, mu, c in zip(weights, loc, cov, strict=True))
     return mean, second - torch.outer(mean, mean)

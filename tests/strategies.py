@@ -38,7 +38,7 @@ def random_spd(
     condition: float = 1e2,
     dtype: torch.dtype = DTYPE,
 ) -> torch.Tensor:
-    """SPD matrices ``Q diag(λ) Qᵀ`` of shape ``(*batch, d, d)`` with condition number ``condition``.
+    """SPD matrices ``Q diag(λ) Qᵀ`` ``(*batch, d, d)`` with condition number ``condition``.
 
     ``Q`` is a random orthogonal matrix (QR of a Gaussian matrix, signs fixed so it is
     Haar-distributed); the eigenvalues are log-uniform in ``[condition^{-1/2},
@@ -127,7 +127,9 @@ def full_gaussian_params(
     d: int, batch: int | tuple[int, ...] = (), max_condition: float = 1e6
 ) -> st.SearchStrategy[tuple[torch.Tensor, torch.Tensor]]:
     """``(loc, cov)`` of full-covariance Gaussians, shapes ``(*batch, d)``, ``(*batch, d, d)``."""
-    locs = _generated(lambda generator: torch.randn(*_shape(batch), d, generator=generator, dtype=DTYPE))
+    locs = _generated(
+        lambda generator: torch.randn(*_shape(batch), d, generator=generator, dtype=DTYPE)
+    )
     return st.tuples(locs, spd_matrices(d, batch, max_condition))
 
 

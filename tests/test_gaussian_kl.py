@@ -47,9 +47,7 @@ def test_reverse_full_matches_hand_computation(generator) -> None:
     precisions = [np.linalg.inv(c) for c in cov.numpy()]
     precision = sum(wi * p for wi, p in zip(w, precisions, strict=True))
     expected_cov = np.linalg.inv(precision)
-    information = sum(
-        wi * p @ mu for wi, p, mu in zip(w, precisions, loc.numpy(), strict=True)
-    )
+    information = sum(wi * p @ mu for wi, p, mu in zip(w, precisions, loc.numpy(), strict=True))
     mean, bary = reverse_kl_barycenter_full(loc, cov, torch.from_numpy(w))
     np.testing.assert_allclose(bary.numpy(), expected_cov, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(mean.numpy(), expected_cov @ information, rtol=1e-9, atol=1e-12)
@@ -78,9 +76,7 @@ def test_forward_mixture_log_prob_is_weighted_logsumexp(generator) -> None:
     w = random_weights(generator, M, 2, zeros=True)
     x = torch.randn(5, 2, D, generator=generator, dtype=torch.float64)
     mixture = bc.kl_barycenter(full(loc, cov), w, direction="forward")
-    components = torch.stack(
-        [full(loc[:, m], cov[:, m]).log_prob(x) for m in range(M)], -1
-    )
+    components = torch.stack([full(loc[:, m], cov[:, m]).log_prob(x) for m in range(M)], -1)
     expected = torch.logsumexp(components + (w / w.sum(-1, keepdim=True)).log(), -1)
     torch.testing.assert_close(mixture.log_prob(x), expected)
 
@@ -121,7 +117,11 @@ def test_diag_barycenter_minimises_weighted_kl(params, w, direction) -> None:
     _assert_minimises_diag(params, w, direction)
 
 
-@given(full_gaussian_params(D, M, max_condition=1e6), weights(M), st.sampled_from(["reverse", "forward"]))
+@given(
+    full_gaussian_params(D, M, max_condition=1e6),
+    weights(M),
+    st.sampled_from(["reverse", "forward"]),
+)
 def test_full_barycenter_minimises_weighted_kl(params, w, direction) -> None:
     loc, cov = params
     kernel = reverse_kl_barycenter_full if direction == "reverse" else forward_kl_moments_full

@@ -6,10 +6,11 @@ import datetime
 import math
 import os
 import platform
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import ot
@@ -19,6 +20,8 @@ from torch.utils.benchmark import Timer
 
 import barycentric as bc
 from barycentric.linalg import sqrtm_psd
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -55,19 +58,25 @@ class Measurement:
     runs: int
 
 
-def measure(fn: Callable[[], object], min_run_time: float) -> Measurement:
-    """Median time of ``fn()`` after one untimed warm-up call.
+def measure(
+    fn: Callable[[], T], device: torch.device, min_run_time: float
+) -> tuple[Measurement, T]:
+    """Median time of ``fn()`` after one warm-up call, whose output is returned.
 
     ``torch.utils.benchmark.Timer`` synchronises the accelerator around every timed block.
     Calls that take longer than ``min_run_time`` are timed once more instead of being
     auto-ranged, which keeps the slow loops of the full grid affordable.
     """
+    synchronize(device)
+    start = time.perf_counter()
+    output = fn()
+    synchronize(device)
+    warm_up = time.perf_counter() - start
     timer = Timer(stmt="fn()", globals={"fn": fn})
-    warm_up = timer.timeit(1).median
     if warm_up >= min_run_time:
-        return Measurement(timer.timeit(1).median, 1)
+        return Measurement(timer.timeit(1).median, 1), output
     result = timer.blocked_autorange(min_run_time=min_run_time)
-    return Measurement(result.median, len(result.times) * result.number_per_run)
+    return Measurement(result.median, len(result.times) * result.number_per_run), output
 
 
 def synchronize(device: torch.device) -> None:
@@ -102,6 +111,8 @@ def environment(device: torch.device) -> dict[str, Any]:
         "numpy": np.__version__,
         "scipy": scipy.__version__,
         "device": str(device),
+        # Other processes share the machine: the load average tells how quiet it was.
+        "load_average_1min": os.getloadavg()[0],
     }
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)

@@ -68,14 +68,26 @@ def torch_entries() -> Iterator[Entry]:
             if callable(obj) and not inspect.isclass(obj):
                 full = f"torch.{sub}.{name}"
                 yield full, "py:function", f"generated/{full}.html#{full}"
-    for full in ("torch.autograd.grad", "torch.autograd.backward", "torch.autograd.gradcheck",
-                 "torch.autograd.gradgradcheck"):
+    for full in (
+        "torch.autograd.grad",
+        "torch.autograd.backward",
+        "torch.autograd.gradcheck",
+        "torch.autograd.gradgradcheck",
+    ):
         yield full, "py:function", f"generated/{full}.html#{full}"
     yield "torch.autograd", "py:module", "autograd.html#module-torch.autograd"
     yield "torch.autograd.Function", "py:class", "autograd.html#torch.autograd.Function"
-    for full in ("torch.nn.Module", "torch.nn.Linear", "torch.nn.Sequential", "torch.nn.Parameter",
-                 "torch.optim.Optimizer", "torch.optim.Adam", "torch.optim.AdamW",
-                 "torch.optim.SGD", "torch.optim.LBFGS"):
+    for full in (
+        "torch.nn.Module",
+        "torch.nn.Linear",
+        "torch.nn.Sequential",
+        "torch.nn.Parameter",
+        "torch.optim.Optimizer",
+        "torch.optim.Adam",
+        "torch.optim.AdamW",
+        "torch.optim.SGD",
+        "torch.optim.LBFGS",
+    ):
         yield full, "py:class", f"generated/{full}.html#{full}"
     # torch.distributions documents every class under its defining module on one page;
     # the package-level alias (torch.distributions.Normal) points at the same anchor.

@@ -88,9 +88,9 @@ print(f"largest difference between implicit and unrolled gradients: {difference:
 # Gradient descent
 # ----------------
 
-optimiser = torch.optim.Adam([logits, chol], lr=0.05)
+optimiser = torch.optim.Adam([logits, chol], lr=0.1)
 losses = []
-for _ in range(300):
+for _ in range(120):
     optimiser.zero_grad()
     loss = bc.wasserstein_distance(current()[2], target, squared=True)
     loss.backward()
@@ -113,8 +113,9 @@ def ellipse(ax, dist, color, label, **kwargs):
     angle = np.degrees(np.arctan2(vectors[1, -1], vectors[0, -1]))
     width, height = 4 * np.sqrt(eigenvalues[::-1])  # 2 standard deviations
     mean = dist.mean.detach().numpy()
-    ax.add_patch(Ellipse(mean, width, height, angle=angle, fill=False, color=color,
-                         label=label, **kwargs))
+    ax.add_patch(
+        Ellipse(mean, width, height, angle=angle, fill=False, color=color, label=label, **kwargs)
+    )
     ax.plot(*mean, "+", color=color, markersize=10, mew=2)
 
 
@@ -128,8 +129,14 @@ left.grid(alpha=0.3)
 for m in range(2):
     expert = MultivariateNormal(loc[m], covariance_matrix=cov_fixed[m])
     ellipse(right, expert, "0.6", "fixed experts" if m == 0 else None, lw=1)
-ellipse(right, MultivariateNormal(loc[2], covariance_matrix=cov3), "tab:green",
-        "learned third expert", lw=1, ls=":")
+ellipse(
+    right,
+    MultivariateNormal(loc[2], covariance_matrix=cov3),
+    "tab:green",
+    "learned third expert",
+    lw=1,
+    ls=":",
+)
 ellipse(right, initial, "tab:blue", "barycenter at the start", lw=2, ls="--")
 ellipse(right, target, "tab:red", "target", lw=5, alpha=0.4)
 ellipse(right, fitted, "black", "barycenter after fitting", lw=1.5)

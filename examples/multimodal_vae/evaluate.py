@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +26,7 @@ from model import MultimodalVAE
 from networks import make_encoder
 from sklearn.linear_model import LogisticRegression
 from torch import Tensor, nn
+from torch.distributions import Independent, Normal
 from torch.utils.data import DataLoader, default_collate
 from tqdm import tqdm
 
@@ -243,35 +244,62 @@ class EvalSplit:
         xs, labels = default_collate([dataset[i] for i in indices])
         return cls([x.to(device) for x in xs], labels.to(device))
 
+    def head(self, n: int) -> EvalSplit:
+        """The first ``n`` points (a random subset too, as :meth:`sample` shuffles)."""
+        return EvalSplit([x[:n] for x in self.xs], self.labels[:n])
+
+    def batches(self, batch_size: int) -> Iterator[list[Tensor]]:
+        """The modalities in consecutive batches of ``batch_size`` points."""
+        for start in range(0, len(self.labels), batch_size):
+            yield [x[start : start + batch_size] for x in self.xs]
+
+
+def _subset_mask(subset: tuple[int, ...], n: int, num_modalities: int, device) -> Tensor:
+    mask = torch.zeros(n, num_modalities, dtype=torch.bool, device=device)
+    mask[:, list(subset)] = True
+    return mask
+
 
 def _map_batches(
-    xs: Sequence[Tensor],
+    split: EvalSplit,
     subset: tuple[int, ...],
     batch_size: int,
     fn: Callable[[list[Tensor], Tensor], Tensor],
 ) -> Tensor:
-    """``fn(batch, mask)`` over ``xs`` in batches, ``mask`` observing ``subset``, concatenated."""
-    results = []
-    for start in range(0, len(xs[0]), batch_size):
-        batch = [x[start : start + batch_size] for x in xs]
-        mask = torch.zeros(len(batch[0]), len(xs), dtype=torch.bool, device=xs[0].device)
-        mask[:, list(subset)] = True
-        results.append(fn(batch, mask))
-    return torch.cat(results)
+    """``fn(batch, mask)`` over ``split`` in batches, ``mask`` observing ``subset``."""
+    device = split.labels.device
+    return torch.cat(
+        [
+            fn(batch, _subset_mask(subset, len(batch[0]), len(batch), device))
+            for batch in split.batches(batch_size)
+        ]
+    )
+
+
+def _all_experts(model: MultimodalVAE, split: EvalSplit, batch_size: int) -> Independent:
+    """The unimodal posteriors of every point, batch ``(N, M)``: encoded once for all subsets."""
+    experts = [model.experts(batch).base_dist for batch in split.batches(batch_size)]
+    loc = torch.cat([e.loc for e in experts])
+    scale = torch.cat([e.scale for e in experts])
+    return Independent(Normal(loc, scale), 1)
 
 
 def _probe(
-    model: MultimodalVAE, subset: tuple[int, ...], train: EvalSplit, test: EvalSplit, batch: int
+    model: MultimodalVAE,
+    subset: tuple[int, ...],
+    train: tuple[Independent, Tensor],
+    test: tuple[Independent, Tensor],
 ) -> float:
-    def posterior_means(split: EvalSplit) -> np.ndarray:
-        means = _map_batches(split.xs, subset, batch, lambda b, m: model.encode(b, m).mean)
-        return means.cpu().numpy()
+    def posterior_means(experts: Independent) -> np.ndarray:
+        num_points, num_modalities = experts.batch_shape
+        mask = _subset_mask(subset, num_points, num_modalities, experts.mean.device)
+        return model.aggregate(experts, mask).mean.cpu().numpy()
 
     return linear_probe_accuracy(
-        posterior_means(train),
-        train.labels.cpu().numpy(),
-        posterior_means(test),
-        test.labels.cpu().numpy(),
+        posterior_means(train[0]),
+        train[1].cpu().numpy(),
+        posterior_means(test[0]),
+        test[1].cpu().numpy(),
     )
 
 
@@ -288,7 +316,7 @@ def _coherence(
         generated = model.cond_generate(xs, mask)
         return torch.stack([classifiers[t](generated[t]).argmax(-1) for t in targets], -1)
 
-    predictions = _map_batches(test.xs, subset, batch, predicted_labels)
+    predictions = _map_batches(test, subset, batch, predicted_labels)
     return float(np.mean([coherence(p, test.labels) for p in predictions.unbind(-1)]))
 
 
@@ -297,7 +325,7 @@ def _log_likelihood(
 ) -> float:
     # The K draws of every point are decoded at once: a batch of points holds batch // K.
     estimates = _map_batches(
-        test.xs, subset, max(1, batch // k), lambda b, m: importance_log_likelihood(model, b, m, k)
+        test, subset, max(1, batch // k), lambda b, m: importance_log_likelihood(model, b, m, k)
     )
     return estimates.mean().item()
 
@@ -311,6 +339,7 @@ def evaluation_table(
     *,
     num_importance_samples: int = 100,
     max_eval_samples: int = 1000,
+    max_log_likelihood_samples: int = 100,
     batch_size: int = 256,
     seed: int = 0,
 ) -> Table:
@@ -327,6 +356,9 @@ def evaluation_table(
         ``K`` of :func:`importance_log_likelihood`.
     max_eval_samples : int
         At most this many points of each set are used (a seeded random subset).
+    max_log_likelihood_samples : int
+        At most this many of them for the log-likelihood, which decodes ``K`` draws per point
+        and subset.
     batch_size : int
         Points encoded at once.
     seed : int
@@ -342,11 +374,17 @@ def evaluation_table(
     model.eval()
     train = EvalSplit.sample(train_set, max_eval_samples, seed, device)
     test = EvalSplit.sample(test_set, max_eval_samples, seed + 1, device)
+    train_experts = (_all_experts(model, train, batch_size), train.labels)
+    test_experts = (_all_experts(model, test, batch_size), test.labels)
     metrics: dict[str, Callable[[tuple[int, ...]], float]] = {
-        "linear_probe": lambda s: _probe(model, s, train, test, batch_size),
+        "linear_probe": lambda s: _probe(model, s, train_experts, test_experts),
         "coherence": lambda s: _coherence(model, s, test, classifiers, batch_size),
         "log_likelihood": lambda s: _log_likelihood(
-            model, s, test, num_importance_samples, DECODED_PER_BATCH
+            model,
+            s,
+            test.head(max_log_likelihood_samples),
+            num_importance_samples,
+            DECODED_PER_BATCH,
         ),
     }
     num_modalities = model.num_modalities

@@ -171,6 +171,24 @@ class MultimodalVAE(nn.Module):
         scale = torch.stack([scale for _, scale in params], -2)
         return Independent(Normal(loc, scale), 1)
 
+    def aggregate(self, experts: Independent, mask: Tensor | None = None) -> Distribution:
+        """The joint posterior ``q(z | X_S)`` from the experts of :meth:`experts`.
+
+        Parameters
+        ----------
+        experts : Independent
+            Batch ``(B, M)``, event ``(d,)``.
+        mask : Tensor, optional
+            ``(B, M)`` bool, ``False`` where a modality is missing; ``None``: all observed.
+
+        Returns
+        -------
+        Distribution
+            Batch ``(B,)``, event ``(d,)``: ``Independent(Normal)`` for ``poe``/``wb``,
+            ``MixtureSameFamily`` over subsets for ``moe``/``mopoe``/``mwb``.
+        """
+        return self._aggregate(experts, mask)
+
     def encode(self, xs: Sequence[Tensor], mask: Tensor | None = None) -> Distribution:
         """The joint posterior ``q(z | X_S)`` of the observed modalities ``S``.
 
@@ -185,10 +203,9 @@ class MultimodalVAE(nn.Module):
         Returns
         -------
         Distribution
-            Batch ``(B,)``, event ``(d,)``: ``Independent(Normal)`` for ``poe``/``wb``,
-            ``MixtureSameFamily`` over subsets for ``moe``/``mopoe``/``mwb``.
+            See :meth:`aggregate`.
         """
-        return self._aggregate(self.experts(xs), mask)
+        return self.aggregate(self.experts(xs), mask)
 
     def forward(self, xs: Sequence[Tensor], mask: Tensor | None = None) -> Distribution:
         """Same as :meth:`encode`."""

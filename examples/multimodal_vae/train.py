@@ -56,11 +56,17 @@ DEFAULTS: dict[str, Any] = {
     "lr": 1e-3,
     "beta": 1.0,
     "likelihoods": {},
+    "reconstruct_all_components": False,
     "num_workers": 0,
     "seed": 0,
     "max_steps": None,
     "device": "cpu",
-    "eval": {"num_importance_samples": 100, "max_eval_samples": 1000, "classifier_epochs": 5},
+    "eval": {
+        "num_importance_samples": 100,
+        "max_eval_samples": 1000,
+        "max_log_likelihood_samples": 100,
+        "classifier_epochs": 5,
+    },
     "notes": "",
 }
 #: Keys that may differ between a checkpoint and the run that resumes it.
@@ -142,6 +148,8 @@ def resolve_config(args: argparse.Namespace) -> tuple[dict[str, Any], Path]:
         key: value for key, value in vars(args).items() if key in DEFAULTS and value is not None
     }
     if args.resume and args.run_dir is not None:
+        if not (args.run_dir / CHECKPOINT_FILE).is_file():
+            raise FileNotFoundError(f"no {CHECKPOINT_FILE} to resume in {args.run_dir}")
         config = _merge(config, _read_json(args.run_dir / CONFIG_FILE, "run config"), "run config")
     if args.config is not None:
         config = _merge(config, _read_json(args.config, "config file"), str(args.config))
@@ -153,13 +161,10 @@ def resolve_config(args: argparse.Namespace) -> tuple[dict[str, Any], Path]:
 
 def _validate(config: dict[str, Any], *, need_aggregation: bool) -> None:
     if config["dataset"] not in DATASETS:
-        raise ValueError(
-            f"unknown dataset {config['dataset']!r}; expected one of {', '.join(DATASETS)}"
-        )
+        raise ValueError(f"dataset must be one of {', '.join(DATASETS)}; got {config['dataset']!r}")
     if need_aggregation and config["aggregation"] not in AGGREGATIONS:
         raise ValueError(
-            f"unknown aggregation {config['aggregation']!r}; "
-            f"expected one of {', '.join(AGGREGATIONS)}"
+            f"aggregation must be one of {', '.join(AGGREGATIONS)}; got {config['aggregation']!r}"
         )
     for key in ("latent_dim", "batch_size", "lr"):
         if not config[key] > 0:
@@ -277,7 +282,12 @@ def test_loss(model: MultimodalVAE, dataset: MultimodalDataset, config: dict[str
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(config["seed"])
         for xs, _ in DataLoader(subset, batch_size=config["batch_size"]):
-            loss, _ = elbo_loss(model, [x.to(device) for x in xs], beta=config["beta"])
+            loss, _ = elbo_loss(
+                model,
+                [x.to(device) for x in xs],
+                beta=config["beta"],
+                all_components=config["reconstruct_all_components"],
+            )
             total += loss.item() * len(xs[0])
     return total / len(subset)
 
@@ -305,7 +315,12 @@ def train(
         )
         model.train()
         for xs, _ in progress:
-            loss, terms = elbo_loss(model, [x.to(device) for x in xs], beta=config["beta"])
+            loss, terms = elbo_loss(
+                model,
+                [x.to(device) for x in xs],
+                beta=config["beta"],
+                all_components=config["reconstruct_all_components"],
+            )
             if not torch.isfinite(loss):
                 raise ValueError(
                     f"training diverged (loss {loss.item()}) at step {state.step}; "
@@ -424,6 +439,7 @@ def run(args: argparse.Namespace) -> int:
         classifiers,
         num_importance_samples=eval_config["num_importance_samples"],
         max_eval_samples=eval_config["max_eval_samples"],
+        max_log_likelihood_samples=eval_config["max_log_likelihood_samples"],
         batch_size=config["batch_size"],
         seed=config["seed"],
     )

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 from torch.distributions import (
+    Categorical,
     Distribution,
     Independent,
     MultivariateNormal,
@@ -21,7 +22,7 @@ from torch.distributions import (
 
 from barycentric.functional import gaussian_kl, gaussian_wasserstein
 
-__all__ = ["DIAGONAL", "FULL", "Experts", "Family", "family_of", "gather_experts"]
+__all__ = ["DIAGONAL", "FULL", "Experts", "Family", "categorical", "family_of", "gather_experts"]
 
 Kernel = Callable[..., tuple[torch.Tensor, torch.Tensor]]
 
@@ -40,15 +41,27 @@ class Family:
     precision_pool: Kernel
     distance: Callable[..., torch.Tensor]
 
-    def unit(self, like: torch.Tensor) -> torch.Tensor:
-        """The spread of a standard Gaussian, shaped like one expert's spread."""
-        if self.spread_dims == 1:
-            return torch.ones((), dtype=like.dtype, device=like.device)
-        return torch.eye(like.shape[-1], dtype=like.dtype, device=like.device)
+    @property
+    def full(self) -> bool:
+        """Whether the spread is a covariance matrix (else standard deviations)."""
+        return self.spread_dims == 2
 
     def to_full(self, spread: torch.Tensor) -> torch.Tensor:
         """The covariance matrices of parameters of this family."""
         return torch.diag_embed(spread.square()) if self.spread_dims == 1 else spread
+
+
+def categorical(weights: torch.Tensor) -> Categorical:
+    """The categorical distribution of non-negative ``weights (..., K)``, normalised.
+
+    Built from logits with :math:`-\\infty` at zero weights: ``Categorical(probs=...)``
+    clamps zero probabilities to a tiny epsilon in its logits, which lets a removed
+    component dominate a mixture's ``log_prob`` far from the others. The ``where`` keeps
+    the logarithm away from zero so that gradients stay finite.
+    """
+    present = weights > 0
+    logits = torch.where(present, torch.where(present, weights, 1.0).log(), -torch.inf)
+    return Categorical(logits=logits)
 
 
 def _unpack_diagonal(dist: Distribution) -> tuple[torch.Tensor, torch.Tensor]:
@@ -131,7 +144,9 @@ class Experts:
     def num_experts(self) -> int:
         return self.loc.shape[-2]
 
-    def align(self, values: object, name: str) -> torch.Tensor | None:
+    def align(
+        self, values: object, name: str, dtype: torch.dtype | None = None
+    ) -> torch.Tensor | None:
         """Weights or a mask, given along the experts' batch shape, as ``(..., M)``.
 
         A 1-D value of length ``M`` indexes the experts whatever ``dim`` is; any other
@@ -139,7 +154,10 @@ class Experts:
         """
         if values is None:
             return None
-        values = torch.as_tensor(values, device=self.loc.device)
+        if not isinstance(values, torch.Tensor):
+            # a Python list of floats must not pass through torch's default float32
+            values = torch.as_tensor(values, dtype=dtype)
+        values = values.to(self.loc.device)
         ndim = len(self.batch_shape)
         if values.ndim == 1 and ndim > 1:
             if values.shape[0] not in (1, self.num_experts):
@@ -163,7 +181,7 @@ class Experts:
 
     def weights(self, weights: object, mask: object) -> torch.Tensor:
         """Unnormalised weights ``(..., M)`` with masked experts set to zero."""
-        w = self.align(weights, "weights")
+        w = self.align(weights, "weights", self.loc.dtype)
         w = self.loc.new_ones(self.loc.shape[:-1]) if w is None else w.to(self.loc.dtype)
         m = self.align(mask, "mask")
         if m is not None:

@@ -19,10 +19,10 @@ from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import torch
-from torch.distributions import Categorical, Distribution, MixtureSameFamily
+from torch.distributions import Distribution, MixtureSameFamily
 
-from barycentric._families import FULL, Experts, family_of, gather_experts
-from barycentric.functional._experts import mask_absent, prepare_weights
+from barycentric._families import FULL, Experts, categorical, family_of, gather_experts
+from barycentric.functional._experts import check_gaussian, prepare_experts
 from barycentric.functional.gaussian_wasserstein import FixedPointInfo
 
 __all__ = [
@@ -112,12 +112,10 @@ def wasserstein_barycenter(
 
 
 def _mixture(gathered: Experts, weights: torch.Tensor) -> MixtureSameFamily:
-    weights = prepare_weights(weights, gathered.loc)
-    loc, spread = mask_absent(
-        weights, gathered.loc, gathered.spread, gathered.family.unit(gathered.loc)
+    loc, spread, weights = prepare_experts(
+        gathered.loc, gathered.spread, weights, full=gathered.family.full
     )
-    component = gathered.family.pack(loc, spread)
-    return MixtureSameFamily(Categorical(probs=weights), component)
+    return MixtureSameFamily(categorical(weights), gathered.family.pack(loc, spread))
 
 
 def _reverse(gathered: Experts, weights: torch.Tensor, project: bool) -> Distribution:
@@ -260,8 +258,7 @@ def product_of_experts(
             [spread, prior_spread.unsqueeze(-1 - family.spread_dims)], -1 - family.spread_dims
         )
         weights = torch.cat([weights, weights.new_ones(batch).unsqueeze(-1)], -1)
-    weights = prepare_weights(weights, loc, normalise=False)
-    return family.pack(*family.precision_pool(loc, spread, weights))
+    return family.pack(*family.precision_pool(loc, spread, weights, normalise=False))
 
 
 def barycenter(
@@ -360,7 +357,16 @@ def wasserstein_distance(
             f"`p` and `q` have different event shapes {tuple(p.event_shape)} and "
             f"{tuple(q.event_shape)}"
         )
+    try:
+        torch.broadcast_shapes(p.batch_shape, q.batch_shape)
+    except RuntimeError as error:
+        raise ValueError(
+            f"`p` and `q` have batch shapes {tuple(p.batch_shape)} and {tuple(q.batch_shape)} "
+            "that do not broadcast"
+        ) from error
     (loc_p, spread_p), (loc_q, spread_q) = family_p.unpack(p), family_q.unpack(q)
+    check_gaussian(loc_p, spread_p, full=family_p.full)
+    check_gaussian(loc_q, spread_q, full=family_q.full)
     if family_p is family_q:
         distance = family_p.distance(loc_p, spread_p, loc_q, spread_q)
     else:

@@ -17,11 +17,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
-from torch.distributions import Categorical, Distribution, MixtureSameFamily
+from torch.distributions import Distribution, MixtureSameFamily
 
-from barycentric._families import Family, gather_experts
+from barycentric._families import Family, categorical, gather_experts
 from barycentric._validation import validation_enabled
-from barycentric.functional._experts import mask_absent
+from barycentric.functional._experts import prepare_experts
 from barycentric.functional.subsets import SubsetSpec, subset_masks
 
 __all__ = ["mixture_of_barycenters", "stratified_rsample"]
@@ -96,7 +96,9 @@ def mixture_of_barycenters(
     gathered = gather_experts(experts, dim)
     family = gathered.family
     raw = gathered.weights(weights, mask)
-    loc, spread = mask_absent(raw, gathered.loc, gathered.spread, family.unit(gathered.loc))
+    loc, spread, _ = prepare_experts(
+        gathered.loc, gathered.spread, raw, full=family.full, normalise=False
+    )
     members = subset_masks(subsets, gathered.num_experts, loc.device)
     subset_weights = raw.unsqueeze(-2) * members
     present = (subset_weights > 0).any(-1)
@@ -111,9 +113,8 @@ def mixture_of_barycenters(
         spread_b.expand(*shape, *spread.shape[-family.spread_dims :]),
         safe_weights,
     )
-    probs = present.to(raw.dtype)
-    probs = probs / probs.sum(-1, keepdim=True)
-    return MixtureSameFamily(Categorical(probs=probs), family.pack(bary_loc, bary_spread))
+    mixing = categorical(present.to(raw.dtype))
+    return MixtureSameFamily(mixing, family.pack(bary_loc, bary_spread))
 
 
 def stratified_rsample(mixture: MixtureSameFamily, n: int = 1) -> torch.Tensor:

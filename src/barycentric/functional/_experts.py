@@ -19,7 +19,7 @@ from barycentric._validation import (
     validation_enabled,
 )
 
-__all__ = ["mask_absent", "prepare_weights"]
+__all__ = ["check_gaussian", "prepare_experts", "prepare_weights"]
 
 
 def prepare_weights(
@@ -73,34 +73,72 @@ def prepare_weights(
     return weights / total if normalise else weights
 
 
-def mask_absent(
-    weights: torch.Tensor, loc: torch.Tensor, spread: torch.Tensor, unit: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Replace the parameters of zero-weight experts by ``0`` and ``unit``.
+def _check_shapes(loc: torch.Tensor, spread: torch.Tensor, full: bool) -> torch.Size:
+    """The broadcast experts' shape ``(..., M)``; ``ValueError`` if the tensors disagree."""
+    name = "cov" if full else "scale"
+    if loc.ndim < 2:
+        raise ValueError(f"`loc` must have shape (..., M, d), got {tuple(loc.shape)}")
+    d = loc.shape[-1]
+    event = (d, d) if full else (d,)
+    if spread.ndim < len(event) + 1 or spread.shape[spread.ndim - len(event) :] != event:
+        expected = "(..., M, d, d)" if full else "(..., M, d)"
+        raise ValueError(
+            f"`{name}` of shape {tuple(spread.shape)} does not match `loc` of shape "
+            f"{tuple(loc.shape)}: expected {expected} with d = {d}"
+        )
+    try:
+        return torch.broadcast_shapes(loc.shape[:-1], spread.shape[: spread.ndim - len(event)])
+    except RuntimeError as error:
+        raise ValueError(
+            f"`{name}` of shape {tuple(spread.shape)} does not broadcast against `loc` of "
+            f"shape {tuple(loc.shape)} (experts along the axis before the event axes)"
+        ) from error
+
+
+def check_gaussian(loc: torch.Tensor, spread: torch.Tensor, full: bool) -> None:
+    """Finite means; positive scales (diagonal) or SPD covariances (``full``)."""
+    check_finite(loc, "loc")
+    if full:
+        check_spd(spread, "cov")
+    else:
+        check_positive(spread, "scale")
+
+
+def prepare_experts(
+    loc: torch.Tensor,
+    spread: torch.Tensor,
+    weights: torch.Tensor | None,
+    *,
+    full: bool,
+    normalise: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Check, broadcast and clean the experts of a kernel.
 
     Parameters
     ----------
-    weights : Tensor, shape (..., M)
     loc : Tensor, shape (..., M, d)
     spread : Tensor, shape (..., M, d) or (..., M, d, d)
-        Scales or covariances.
-    unit : Tensor
-        The harmless spread (ones, or the identity), broadcastable to ``spread``.
+        Standard deviations or covariances; batch dimensions broadcast against ``loc``'s.
+    weights : Tensor or None
+        See :func:`prepare_weights`.
+    full : bool
+        Whether ``spread`` holds covariances rather than standard deviations.
+    normalise : bool
+        See :func:`prepare_weights`.
 
     Returns
     -------
-    loc, spread : Tensor
-        Same shapes; absent experts hold zero mean and ``unit`` spread. Present experts
-        are checked: finite means, positive scales, symmetric positive definite
-        covariances.
+    loc, spread, weights : Tensor
+        Broadcast to a common ``(..., M)``; zero-weight experts hold zero mean and unit
+        spread; present ones are checked (finite means, positive scales, SPD covariances).
     """
+    batch = _check_shapes(loc, spread, full)
+    loc = loc.expand(*batch, loc.shape[-1])
+    spread = spread.expand(*batch, *spread.shape[-2 if full else -1 :])
+    weights = prepare_weights(weights, loc, normalise=normalise)
     present = weights > 0
     loc = torch.where(present.unsqueeze(-1), loc, 0.0)
-    spread_present = present.reshape(present.shape + (1,) * (spread.ndim - present.ndim))
-    spread = torch.where(spread_present, spread, unit)
-    check_finite(loc, "loc")
-    if spread.ndim == loc.ndim:
-        check_positive(spread, "scale")
-    else:
-        check_spd(spread, "covariance_matrix")
-    return loc, spread
+    unit = torch.eye(loc.shape[-1], dtype=spread.dtype, device=spread.device) if full else 1.0
+    spread = torch.where(present[(..., *(None,) * (spread.ndim - present.ndim))], spread, unit)
+    check_gaussian(loc, spread, full)
+    return loc, spread, weights

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from barycentric.functional._experts import mask_absent, prepare_weights
+from barycentric.functional._experts import prepare_experts
 from barycentric.linalg import symmetrise
 
 __all__ = [
@@ -35,31 +35,38 @@ __all__ = [
 
 
 def precision_pool_diag(
-    loc: torch.Tensor, scale: torch.Tensor, weights: torch.Tensor
+    loc: torch.Tensor,
+    scale: torch.Tensor,
+    weights: torch.Tensor | None,
+    *,
+    normalise: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Precision-weighted pooling of diagonal Gaussians with the weights as given.
+    """Precision-weighted pooling of diagonal Gaussians.
 
     :math:`\\sigma^{-2} = \\sum_m w_m \\sigma_m^{-2}`,
-    :math:`\\mu = \\sigma^2 \\sum_m w_m \\sigma_m^{-2} \\mu_m`. ``weights (..., M)`` must
-    already be broadcast and checked (see :func:`prepare_weights`).
+    :math:`\\mu = \\sigma^2 \\sum_m w_m \\sigma_m^{-2} \\mu_m`, with the weights normalised
+    (the reverse-KL barycenter) or as given (``normalise=False``: the product of experts).
     """
-    loc, scale = mask_absent(weights, loc, scale, torch.ones((), dtype=scale.dtype))
+    loc, scale, weights = prepare_experts(loc, scale, weights, full=False, normalise=normalise)
     precision = weights.unsqueeze(-1) * scale.pow(-2)
     total = precision.sum(-2)
     return (precision * loc).sum(-2) / total, total.rsqrt()
 
 
 def precision_pool_full(
-    loc: torch.Tensor, cov: torch.Tensor, weights: torch.Tensor
+    loc: torch.Tensor,
+    cov: torch.Tensor,
+    weights: torch.Tensor | None,
+    *,
+    normalise: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Precision-weighted pooling of full-covariance Gaussians with the weights as given.
+    """Precision-weighted pooling of full-covariance Gaussians (see :func:`precision_pool_diag`).
 
     :math:`\\Lambda = \\sum_m w_m \\Sigma_m^{-1}`,
     :math:`\\mu = \\Lambda^{-1} \\sum_m w_m \\Sigma_m^{-1} \\mu_m`; solved with Cholesky
     factors, never an explicit inverse of an ill-conditioned matrix more than needed.
     """
-    eye = torch.eye(cov.shape[-1], dtype=cov.dtype, device=cov.device)
-    loc, cov = mask_absent(weights, loc, cov, eye)
+    loc, cov, weights = prepare_experts(loc, cov, weights, full=True, normalise=normalise)
     chol = torch.linalg.cholesky(cov)
     w = weights[..., None, None]
     precision = (w * torch.cholesky_inverse(chol)).sum(-3)
@@ -89,7 +96,7 @@ def reverse_kl_barycenter_diag(
         :math:`\\sigma^{-2} = \\sum_m \\lambda_m \\sigma_m^{-2}` and
         :math:`\\mu = \\sigma^2 \\sum_m \\lambda_m \\sigma_m^{-2} \\mu_m`.
     """
-    return precision_pool_diag(loc, scale, prepare_weights(weights, loc))
+    return precision_pool_diag(loc, scale, weights)
 
 
 def reverse_kl_barycenter_full(
@@ -112,7 +119,7 @@ def reverse_kl_barycenter_full(
     cov : Tensor, shape (..., d, d)
         :math:`\\Lambda^{-1}` with :math:`\\Lambda = \\sum_m \\lambda_m \\Sigma_m^{-1}`.
     """
-    return precision_pool_full(loc, cov, prepare_weights(weights, loc))
+    return precision_pool_full(loc, cov, weights)
 
 
 def forward_kl_moments_diag(
@@ -134,8 +141,7 @@ def forward_kl_moments_diag(
         diagonal of the mixture's covariance, the best diagonal Gaussian in
         :math:`\\mathrm{KL}(\\text{mixture} \\| q)`.
     """
-    weights = prepare_weights(weights, loc)
-    loc, scale = mask_absent(weights, loc, scale, torch.ones((), dtype=scale.dtype))
+    loc, scale, weights = prepare_experts(loc, scale, weights, full=False)
     w = weights.unsqueeze(-1)
     mean = (w * loc).sum(-2)
     variance = (w * (scale.square() + (loc - mean.unsqueeze(-2)).square())).sum(-2)
@@ -161,9 +167,7 @@ def forward_kl_moments_full(
     cov : Tensor, shape (..., d, d)
         :math:`\\sum_m \\lambda_m (\\Sigma_m + (\\mu_m - \\mu)(\\mu_m - \\mu)^\\top)`.
     """
-    weights = prepare_weights(weights, loc)
-    eye = torch.eye(cov.shape[-1], dtype=cov.dtype, device=cov.device)
-    loc, cov = mask_absent(weights, loc, cov, eye)
+    loc, cov, weights = prepare_experts(loc, cov, weights, full=True)
     w = weights.unsqueeze(-1)
     mean = (w * loc).sum(-2)
     centred = loc - mean.unsqueeze(-2)

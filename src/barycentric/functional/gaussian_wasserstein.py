@@ -39,7 +39,7 @@ from typing import Literal, NamedTuple
 
 import torch
 
-from barycentric.functional._experts import mask_absent, prepare_weights
+from barycentric.functional._experts import prepare_experts
 from barycentric.linalg import inv_sqrtm_psd, sqrtm_psd, symmetrise
 
 __all__ = [
@@ -117,8 +117,7 @@ def wasserstein_barycenter_diag(
     >>> loc, scale
     (tensor([1.]), tensor([2.]))
     """
-    weights = prepare_weights(weights, loc)
-    loc, scale = mask_absent(weights, loc, scale, torch.ones((), dtype=scale.dtype))
+    loc, scale, weights = prepare_experts(loc, scale, weights, full=False)
     w = weights.unsqueeze(-1)
     return (w * loc).sum(-2), (w * scale).sum(-2)
 
@@ -298,18 +297,8 @@ def wasserstein_barycenter_full(
         raise ValueError(f"`backward` must be 'implicit' or 'unroll', got {backward!r}")
     if max_iter < 1:
         raise ValueError(f"`max_iter` must be at least 1, got {max_iter}")
-    if cov.shape[-2:] != (loc.shape[-1], loc.shape[-1]) or cov.shape[-3] != loc.shape[-2]:
-        raise ValueError(
-            f"`cov` of shape {tuple(cov.shape)} does not match `loc` of shape "
-            f"{tuple(loc.shape)}: expected (..., M, d, d) with M, d = {tuple(loc.shape[-2:])}"
-        )
     tol = default_tolerance(cov.dtype) if tol is None else tol
-    batch = torch.broadcast_shapes(loc.shape[:-1], cov.shape[:-2])
-    loc = loc.expand(*batch, loc.shape[-1])
-    cov = cov.expand(*batch, *cov.shape[-2:])
-    weights = prepare_weights(weights, loc)
-    eye = torch.eye(cov.shape[-1], dtype=cov.dtype, device=cov.device)
-    loc, cov = mask_absent(weights, loc, cov, eye)
+    loc, cov, weights = prepare_experts(loc, cov, weights, full=True)
     mean = (weights.unsqueeze(-1) * loc).sum(-2)
     needs_grad = torch.is_grad_enabled() and (cov.requires_grad or weights.requires_grad)
     info = None

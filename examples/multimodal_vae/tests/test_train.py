@@ -1,0 +1,175 @@
+"""The command line: run folders, exact resumption, refusals with exit code 2."""
+
+import json
+
+import pytest
+import torch
+from train import main
+
+STEPS_PER_EPOCH = 4  # synthetic: 512 training points, batches of 128
+
+TINY = {
+    "dataset": "synthetic",
+    "latent_dim": 4,
+    "batch_size": 128,
+    "epochs": 2,
+    "eval": {
+        "num_importance_samples": 2,
+        "max_eval_samples": 32,
+        "max_log_likelihood_samples": 8,
+        "classifier_epochs": 1,
+    },
+}
+RUN_FILES = {
+    "config.json",
+    "checkpoint.pt",
+    "classifiers.pt",
+    "metrics.json",
+    "metrics.csv",
+    "reconstructions.png",
+    "conditional_generations.png",
+    "metrics.png",
+}
+
+
+@pytest.fixture
+def config(tmp_path):
+    path = tmp_path / "tiny.json"
+    path.write_text(json.dumps(TINY))
+    return path
+
+
+def run(config, run_dir, *flags):
+    return main(["--config", str(config), "--run-dir", str(run_dir), *flags])
+
+
+def step_losses(run_dir):
+    return json.loads((run_dir / "metrics.json").read_text())["step_losses"]
+
+
+def assert_refused(capsys, code, *fragments):
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("train.py: error: ")
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in err
+
+
+def test_run_folder_contents_and_metrics_table(config, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert run(config, run_dir, "--aggregation", "mopoe", "--max-steps", "5") == 0
+    assert RUN_FILES <= {p.name for p in run_dir.iterdir()}
+    out = capsys.readouterr().out
+    for metric in ("linear_probe", "coherence", "log_likelihood"):
+        assert metric in out
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert len(metrics["step_losses"]) == 5
+    assert [r["epoch"] for r in metrics["history"]] == [1]
+    assert set(metrics["eval"]) == {"linear_probe", "coherence", "log_likelihood"}
+    saved = json.loads((run_dir / "config.json").read_text())
+    assert saved["aggregation"] == "mopoe" and saved["latent_dim"] == 4
+    header = (run_dir / "metrics.csv").read_text().splitlines()[0]
+    assert header == "section,epoch,metric,num_inputs,value"
+
+
+def test_flags_override_the_config_file(config, tmp_path):
+    run_dir = tmp_path / "run"
+    assert (
+        run(config, run_dir, "--aggregation", "poe", "--latent-dim", "3", "--max-steps", "1") == 0
+    )
+    assert json.loads((run_dir / "config.json").read_text())["latent_dim"] == 3
+
+
+def test_resume_continues_exactly(config, tmp_path):
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    steps = 2 * STEPS_PER_EPOCH - 1
+    assert run(config, straight, "--aggregation", "mwb", "--max-steps", str(steps)) == 0
+    assert run(config, resumed, "--aggregation", "mwb", "--max-steps", "3") == 0  # mid-epoch
+    assert run(config, resumed, "--aggregation", "mwb", "--max-steps", "5", "--resume") == 0
+    assert main(["--run-dir", str(resumed), "--max-steps", str(steps), "--resume"]) == 0
+    assert step_losses(resumed) == step_losses(straight)
+    checkpoints = [torch.load(d / "checkpoint.pt", weights_only=True) for d in (straight, resumed)]
+    for key, value in checkpoints[0]["model"].items():
+        torch.testing.assert_close(checkpoints[1]["model"][key], value, rtol=0, atol=0)
+
+
+def test_refuses_to_overwrite_without_overwrite(config, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert run(config, run_dir, "--aggregation", "wb", "--max-steps", "1") == 0
+    before = (run_dir / "checkpoint.pt").read_bytes()
+    capsys.readouterr()
+    assert_refused(capsys, run(config, run_dir, "--aggregation", "wb"), "--overwrite", "--resume")
+    assert (run_dir / "checkpoint.pt").read_bytes() == before
+    assert run(config, run_dir, "--aggregation", "moe", "--max-steps", "1", "--overwrite") == 0
+    assert json.loads((run_dir / "config.json").read_text())["aggregation"] == "moe"
+
+
+def test_overwrite_refuses_a_folder_that_is_not_a_run(config, tmp_path, capsys):
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "thesis.tex").write_text("years of work")
+    code = run(config, precious, "--aggregation", "wb", "--overwrite")
+    assert_refused(capsys, code, "not a run folder")
+    assert (precious / "thesis.tex").read_text() == "years of work"
+
+
+def test_resume_refuses_another_configuration(config, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert run(config, run_dir, "--aggregation", "wb", "--max-steps", "1") == 0
+    capsys.readouterr()
+    code = run(config, run_dir, "--aggregation", "wb", "--latent-dim", "8", "--resume")
+    assert_refused(capsys, code, "another configuration", "latent_dim")
+
+
+def test_resume_refuses_a_corrupt_checkpoint(config, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert run(config, run_dir, "--aggregation", "wb", "--max-steps", "1") == 0
+    (run_dir / "checkpoint.pt").write_bytes(b"\x00garbage")
+    capsys.readouterr()
+    assert_refused(capsys, run(config, run_dir, "--resume"), "cannot read checkpoint")
+
+
+@pytest.mark.parametrize(
+    ("flags", "fragments"),
+    [
+        (["--dataset", "imagenet", "--aggregation", "wb"], ["dataset must be", "'imagenet'"]),
+        (["--dataset", "synthetic", "--aggregation", "sum"], ["aggregation must be", "mwb"]),
+        (["--dataset", "synthetic"], ["aggregation must be", "got None"]),
+        (["--dataset", "synthetic", "--aggregation", "wb", "--lr", "-1"], ["lr must be"]),
+        (["--dataset", "synthetic", "--aggregation", "wb", "--epochs", "x"], ["--epochs"]),
+        (["--dataset", "synthetic", "--aggregation", "wb", "--resume"], ["no checkpoint.pt"]),
+        (["--config", "/nonexistent/c.json", "--aggregation", "wb"], ["does not exist"]),
+        (["--aggregation", "wb", "--unknown-flag"], ["unrecognized arguments"]),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(tmp_path, capsys, flags, fragments):
+    run_dir = tmp_path / "run"
+    assert_refused(capsys, main([*flags, "--run-dir", str(run_dir)]), *fragments)
+    assert not run_dir.exists()
+
+
+def test_missing_data_directory(tmp_path, capsys):
+    flags = ["--dataset", "polymnist", "--aggregation", "wb", "--data-root", str(tmp_path / "no")]
+    assert_refused(capsys, main([*flags, "--run-dir", str(tmp_path / "run")]))
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [("{not json", "not valid JSON"), ('{"latent_dims": 3}', "unknown keys"), ("[1]", "object")],
+)
+def test_bad_config_file(tmp_path, capsys, content, fragment):
+    path = tmp_path / "bad.json"
+    path.write_text(content)
+    code = main(["--config", str(path), "--aggregation", "wb", "--run-dir", str(tmp_path / "r")])
+    assert_refused(capsys, code, fragment)
+
+
+def test_train_classifiers_only(config, tmp_path, capsys):
+    run_dir = tmp_path / "classifiers"
+    assert main(["--config", str(config), "--run-dir", str(run_dir), "--train-classifiers"]) == 0
+    assert {p.name for p in run_dir.iterdir()} == {"classifiers.pt"}
+    capsys.readouterr()
+    code = main(["--config", str(config), "--run-dir", str(run_dir), "--train-classifiers"])
+    assert_refused(capsys, code, "already exists")

@@ -1,0 +1,80 @@
+"""Subsets of experts as boolean membership matrices."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+
+from barycentric.functional import subset_masks
+
+
+@pytest.mark.parametrize("m", [1, 2, 3, 5, 10])
+def test_all_lists_every_nonempty_subset_once_in_size_major_order(m) -> None:
+    masks = subset_masks("all", m)
+    assert masks.dtype == torch.bool
+    assert masks.shape == (2**m - 1, m)
+    assert len({tuple(row.tolist()) for row in masks}) == 2**m - 1
+    sizes = masks.sum(-1)
+    assert bool((sizes[1:] >= sizes[:-1]).all())
+    assert bool(masks[-1].all())
+
+
+def test_all_for_three_experts_explicitly() -> None:
+    expected = [
+        [1, 0, 0],
+        [0, 1, 0],
+        [0, 0, 1],
+        [1, 1, 0],
+        [1, 0, 1],
+        [0, 1, 1],
+        [1, 1, 1],
+    ]
+    assert subset_masks("all", 3).int().tolist() == expected
+
+
+@pytest.mark.parametrize("m", [1, 4])
+def test_singletons_are_the_identity(m) -> None:
+    assert torch.equal(subset_masks("singletons", m), torch.eye(m, dtype=torch.bool))
+
+
+@pytest.mark.parametrize(("m", "k"), [(4, 1), (4, 2), (4, 3), (4, 4), (6, 3)])
+def test_size_k_gives_every_combination(m, k) -> None:
+    masks = subset_masks(k, m)
+    assert masks.shape == (math.comb(m, k), m)
+    assert bool((masks.sum(-1) == k).all())
+    chosen = [tuple(row.nonzero().squeeze(-1).tolist()) for row in masks]
+    assert chosen == list(itertools.combinations(range(m), k))
+
+
+def test_bool_tensor_is_returned_as_given() -> None:
+    members = torch.tensor([[True, False, True], [False, True, False]])
+    assert torch.equal(subset_masks(members, 3), members)
+
+
+def test_device_is_respected() -> None:
+    assert subset_masks("all", 3, device="cpu").device.type == "cpu"
+    assert subset_masks(torch.ones(1, 3, dtype=torch.bool), 3, device="meta").device.type == "meta"
+
+
+@pytest.mark.parametrize(
+    "subsets",
+    [
+        "pairs",
+        0,
+        4,
+        -1,
+        True,
+        2.0,
+        torch.ones(2, 3),
+        torch.ones(2, 4, dtype=torch.bool),
+        torch.ones(3, dtype=torch.bool),
+        torch.zeros(0, 3, dtype=torch.bool),
+        torch.tensor([[True, False, False], [False, False, False]]),
+    ],
+)
+def test_bad_subsets_raise(subsets) -> None:
+    with pytest.raises(ValueError, match="subsets"):
+        subset_masks(subsets, 3)

@@ -1,0 +1,247 @@
+"""Bad input raises a ValueError that names the argument; validation can be switched off."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from helpers import diagonal, full
+from torch.distributions import Independent, Laplace, Normal
+
+import barycentric as bc
+from barycentric import functional as F
+
+M, D, B = 3, 2, 4
+NAN = float("nan")
+
+
+def _ones(*shape):
+    return torch.ones(*shape, dtype=torch.float64)
+
+
+def _zeros(*shape):
+    return torch.zeros(*shape, dtype=torch.float64)
+
+
+def _eyes(*batch):
+    return torch.eye(D, dtype=torch.float64).expand(*batch, D, D).clone()
+
+
+def _with(tensor, index, value):
+    tensor = tensor.clone()
+    tensor[index] = value
+    return tensor
+
+
+def _diag(loc=None, scale=None):
+    """Diagonal experts (B, M) built without torch's own checks, so ours are exercised."""
+    loc = _zeros(B, M, D) if loc is None else loc
+    scale = _ones(B, M, D) if scale is None else scale
+    return diagonal(loc, scale, validate_args=False)
+
+
+def _full(loc=None, cov=None):
+    loc = _zeros(B, M, D) if loc is None else loc
+    cov = _eyes(B, M) if cov is None else cov
+    return full(loc, cov, validate_args=False)
+
+
+NON_SYMMETRIC = _with(_eyes(B, M), (0, 1, 0, 1), 0.5)
+NOT_POSITIVE_DEFINITE = _with(
+    _eyes(B, M), (0, 1), torch.tensor([[1.0, 2.0], [2.0, 1.0]], dtype=torch.float64)
+)
+
+
+def _wasserstein_distance_shapes():
+    return bc.wasserstein_distance(
+        diagonal(_zeros(4, D), _ones(4, D)), diagonal(_zeros(3, D), _ones(3, D))
+    )
+
+
+CASES = [
+    # shapes
+    ("weights", lambda: bc.wasserstein_barycenter(_diag(), _ones(M + 1))),
+    ("weights", lambda: bc.kl_barycenter(_diag(), _ones(B + 1, M))),
+    ("weights", lambda: bc.kl_barycenter(_diag(), _ones(2, B, M))),
+    (
+        "weights",
+        lambda: F.reverse_kl_barycenter_diag(_zeros(B, M, D), _ones(B, M, D), _ones(M + 1)),
+    ),
+    ("mask", lambda: bc.kl_barycenter(_diag(), mask=torch.ones(B, M - 1, dtype=torch.bool))),
+    ("mask", lambda: bc.mixture_of_barycenters(_diag(), mask=torch.ones(M + 1, dtype=torch.bool))),
+    (
+        "cov",
+        lambda: F.wasserstein_barycenter_full(
+            _zeros(B, M, D), torch.eye(D + 1).double().expand(B, M, D + 1, D + 1)
+        ),
+    ),
+    (
+        "cov",
+        lambda: F.reverse_kl_barycenter_full(
+            _zeros(B, M, D), torch.eye(D + 1).double().expand(B, M, D + 1, D + 1)
+        ),
+    ),
+    (
+        "cov",
+        lambda: F.forward_kl_moments_full(_zeros(B, M, D), _eyes(B, M - 1)),
+    ),
+    (
+        "scale",
+        lambda: F.reverse_kl_barycenter_diag(_zeros(B, M, D), _ones(B, M, D + 1)),
+    ),
+    (
+        "scale",
+        lambda: F.forward_kl_moments_diag(_zeros(B, M, D), _ones(B, M, D + 1)),
+    ),
+    (
+        "batch",
+        _wasserstein_distance_shapes,
+    ),
+    (
+        "event",
+        lambda: bc.wasserstein_distance(
+            diagonal(_zeros(D), _ones(D)), diagonal(_zeros(D + 1), _ones(D + 1))
+        ),
+    ),
+    (
+        "experts",
+        lambda: bc.kl_barycenter(
+            [diagonal(_zeros(D), _ones(D)), diagonal(_zeros(D + 1), _ones(D + 1))]
+        ),
+    ),
+    # values
+    ("weights", lambda: bc.kl_barycenter(_diag(), torch.tensor([1.0, -1.0, 1.0]))),
+    (
+        "weights",
+        lambda: F.forward_kl_moments_diag(
+            _zeros(M, D), _ones(M, D), torch.tensor([1.0, -0.5, 1.0])
+        ),
+    ),
+    ("weights", lambda: bc.wasserstein_barycenter(_diag(), torch.tensor([1.0, NAN, 1.0]))),
+    (
+        "weights",
+        lambda: bc.mixture_of_barycenters(_diag(), weights=torch.tensor([1.0, float("inf"), 1.0])),
+    ),
+    ("loc", lambda: bc.kl_barycenter(_diag(loc=_with(_zeros(B, M, D), (0, 1, 0), NAN)))),
+    (
+        "loc",
+        lambda: bc.wasserstein_barycenter(
+            _full(loc=_with(_zeros(B, M, D), (0, 1, 0), float("inf")))
+        ),
+    ),
+    ("loc", lambda: bc.product_of_experts(_diag(loc=_with(_zeros(B, M, D), (0, 1, 0), NAN)))),
+    (
+        "scale",
+        lambda: bc.kl_barycenter(
+            _diag(scale=_with(_ones(B, M, D), (0, 1, 0), NAN)), direction="forward", project=True
+        ),
+    ),
+    (
+        "scale",
+        lambda: bc.wasserstein_barycenter(_diag(scale=_with(_ones(B, M, D), (0, 1, 0), 0.0))),
+    ),
+    (
+        "scale",
+        lambda: bc.mixture_of_barycenters(_diag(scale=_with(_ones(B, M, D), (0, 1, 0), -1.0))),
+    ),
+    (
+        "scale",
+        lambda: bc.kl_barycenter(
+            _diag(scale=_with(_ones(B, M, D), (0, 1, 0), -1.0)), direction="forward"
+        ),
+    ),
+    (
+        "cov",
+        lambda: F.forward_kl_moments_full(_zeros(B, M, D), _with(_eyes(B, M), (0, 1, 0, 0), NAN)),
+    ),
+    ("cov", lambda: bc.kl_barycenter(_full(cov=NON_SYMMETRIC))),
+    ("cov", lambda: bc.wasserstein_barycenter(_full(cov=NON_SYMMETRIC))),
+    ("cov", lambda: F.reverse_kl_barycenter_full(_zeros(B, M, D), NOT_POSITIVE_DEFINITE)),
+    ("cov", lambda: F.forward_kl_moments_full(_zeros(B, M, D), NOT_POSITIVE_DEFINITE)),
+    (
+        "loc",
+        lambda: bc.wasserstein_distance(_diag(loc=_with(_zeros(B, M, D), (0, 1, 0), NAN)), _diag()),
+    ),
+    (
+        "scale",
+        lambda: bc.wasserstein_distance(_diag(scale=-_ones(B, M, D)), _diag()),
+    ),
+    (
+        "cov",
+        lambda: bc.wasserstein_distance(_full(cov=NON_SYMMETRIC), _full()),
+    ),
+    # rows with no expert left
+    ("mask", lambda: bc.kl_barycenter(_diag(), mask=torch.tensor([False, False, False]))),
+    ("weights", lambda: bc.wasserstein_barycenter(_full(), _with(_ones(B, M), 2, 0.0))),
+    (
+        "mask",
+        lambda: bc.product_of_experts(
+            _diag(), mask=_with(torch.ones(B, M, dtype=torch.bool), 1, False)
+        ),
+    ),
+    (
+        "mask",
+        lambda: bc.mixture_of_barycenters(
+            _diag(), mask=_with(torch.ones(B, M, dtype=torch.bool), 0, False)
+        ),
+    ),
+    ("mask", lambda: bc.kl_barycenter(_diag(), mask=torch.ones(M))),
+    # names
+    ("divergence", lambda: bc.barycenter(_diag(), divergence="kl")),
+    ("divergence", lambda: bc.mixture_of_barycenters(_diag(), divergence="jensen_shannon")),
+    ("direction", lambda: bc.kl_barycenter(_diag(), direction="both")),
+    ("subsets", lambda: bc.mixture_of_barycenters(_diag(), "pairs")),
+    ("subsets", lambda: bc.mixture_of_barycenters(_diag(), M + 1)),
+    ("subsets", lambda: bc.mixture_of_barycenters(_diag(), torch.ones(2, M))),
+    # families and layout
+    (
+        "experts",
+        lambda: bc.kl_barycenter([diagonal(_zeros(D), _ones(D)), full(_zeros(D), _eyes())]),
+    ),
+    ("experts", lambda: bc.kl_barycenter(Normal(_zeros(M), _ones(M)))),
+    (
+        "experts",
+        lambda: bc.wasserstein_barycenter(Independent(Laplace(_zeros(M, D), _ones(M, D)), 1)),
+    ),
+    (
+        "experts",
+        lambda: bc.mixture_of_barycenters(Independent(Normal(_zeros(M, D, D), _ones(M, D, D)), 2)),
+    ),
+    ("experts", lambda: bc.kl_barycenter([])),
+    ("experts", lambda: bc.kl_barycenter(diagonal(_zeros(D), _ones(D)))),
+    ("p", lambda: bc.wasserstein_distance(Normal(0.0, 1.0), diagonal(_zeros(D), _ones(D)))),
+    ("dim", lambda: bc.kl_barycenter(_diag(), dim=2)),
+    ("dim", lambda: bc.wasserstein_barycenter(_diag(), dim=-3)),
+    ("dim", lambda: bc.kl_barycenter([_diag(), _diag()], dim=0)),
+    ("prior", lambda: bc.product_of_experts(_diag(), prior=full(_zeros(D), _eyes()))),
+    (
+        "prior",
+        lambda: bc.product_of_experts(_diag(), prior=diagonal(_zeros(B + 1, D), _ones(B + 1, D))),
+    ),
+    ("n", lambda: bc.stratified_rsample(bc.mixture_of_barycenters(_diag()), 0)),
+    ("mixture", lambda: bc.stratified_rsample(_diag(), 2)),
+]
+
+
+@pytest.mark.parametrize(("name", "call"), CASES)
+def test_bad_input_raises_value_error_naming_the_argument(name, call) -> None:
+    with pytest.raises(ValueError, match=name):
+        call()
+
+
+@pytest.mark.usefixtures("validation_disabled")
+def test_validation_can_be_switched_off(monkeypatch) -> None:
+    def no_factorisation(*args, **kwargs):
+        raise AssertionError("the positive definiteness check ran with validation off")
+
+    monkeypatch.setattr(torch.linalg, "cholesky_ex", no_factorisation)
+    # Each of these raises with validation on; off, they compute (garbage in, garbage out).
+    bc.kl_barycenter(_diag(), torch.tensor([2.0, -1.0, 1.0]))
+    bc.wasserstein_barycenter(_full(cov=NON_SYMMETRIC))
+    bc.kl_barycenter(_diag(scale=_with(_ones(B, M, D), (0, 1, 0), -1.0)))
+    F.forward_kl_moments_full(_zeros(B, M, D), NOT_POSITIVE_DEFINITE)
+
+
+def test_validation_flag_is_restored_by_the_fixture() -> None:
+    assert torch.distributions.Distribution._validate_args
+    with pytest.raises(ValueError, match="weights"):
+        bc.kl_barycenter(_diag(), torch.tensor([2.0, -1.0, 1.0]))
