@@ -32,6 +32,7 @@ test: $(STAMP)
 
 docs: $(STAMP)
 	$(PY) -m sphinx -W --keep-going -b html docs docs/_build/html
+	$(PY) -m sphinx -W --keep-going -b doctest -D plot_gallery=0 docs docs/_build/doctest
 
 dist: $(STAMP)
 	rm -rf dist
@@ -48,4 +49,4 @@ bench: $(STAMP)
 check: lint test docs dist bench-quick
 
 clean:
-	rm -rf $(VENV) build dist docs/_build docs/auto_examples src/*.egg-info
+	rm -rf $(VENV) build dist docs/_build docs/auto_examples docs/sg_execution_times.rst src/*.egg-info

@@ -3,8 +3,8 @@
 Each point is a case-1 grid point (:func:`wasserstein_full.solve_grid_point`: ours and POT
 on the same problems, to the same tolerance). Against dimension, the reference is one
 batched ``torch.linalg.eigh`` of the same ``batch × M`` covariances, timed in the same run,
-with a ``d³`` line through its largest point: a fixed-point step costs ``M + 1`` such
-decompositions.
+with a ``d³`` line through its largest point: a fixed-point step decomposes ``batch × (M + 1)``
+matrices, ``(M + 1) / M`` of that reference.
 """
 
 from __future__ import annotations
@@ -143,8 +143,8 @@ def run(settings: Settings) -> CaseResult:
         [
             f"M = {EXPERTS}, float64, tol 1e-10 on both sides (as in case 1). *One batched eigh*: "
             "`torch.linalg.eigh` of the batch × M covariances, the unit of work of a fixed-point "
-            "step (which does M + 1 of them); *ours / eigh* is therefore about "
-            "(M + 1) × iterations when the decompositions dominate.",
+            "step (which decomposes batch × (M + 1) matrices); *ours / eigh* is therefore about "
+            "(M + 1) / M × (iterations + 1) when the decompositions dominate.",
             "Against dimension:",
             markdown_table(headers, [_row(r) for r in by_dim]),
             "Against batch size:",

@@ -6,8 +6,8 @@ PolyMNIST-shaped data, 5 modalities of 3×28×28 in [0, 1] (random pixels: the s
 does not depend on their values). Reported: samples per second of the full step, and the
 share of it spent in the aggregation, timed alone (forward + backward of the model's own
 aggregation call on experts of the same shape, ``latent`` means and scales requiring grad).
-Mixture aggregations (moe, mopoe, mwb) use the stratified ELBO, which decodes one draw per
-mixture component, so their decoders run on 5 or 31 times as many latents.
+Mixture aggregations (moe, mopoe, mwb) are trained with ``elbo_loss``'s default estimator
+for mixtures.
 """
 
 from __future__ import annotations

@@ -190,7 +190,8 @@ def load_classifiers(
     try:
         saved = torch.load(path, map_location=device, weights_only=True)
     except Exception as error:  # torch raises many types for a damaged file
-        raise ValueError(f"cannot read the classifiers in {path}: {error}") from error
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ValueError(f"cannot read the classifiers in {path}: {reason}") from error
     if saved.get("modalities") != names or saved.get("num_classes") != dataset.num_classes:
         raise ValueError(
             f"the classifiers in {path} were trained for modalities {saved.get('modalities')}, "
@@ -290,9 +291,10 @@ def _probe(
     train: tuple[Independent, Tensor],
     test: tuple[Independent, Tensor],
 ) -> float:
+    """Linear-probe accuracy from ``subset``; ``train``, ``test``: experts and labels."""
+
     def posterior_means(experts: Independent) -> np.ndarray:
-        num_points, num_modalities = experts.batch_shape
-        mask = _subset_mask(subset, num_points, num_modalities, experts.mean.device)
+        mask = _subset_mask(subset, *experts.batch_shape, experts.mean.device)
         return model.aggregate(experts, mask).mean.cpu().numpy()
 
     return linear_probe_accuracy(
@@ -306,26 +308,35 @@ def _probe(
 def _coherence(
     model: MultimodalVAE,
     subset: tuple[int, ...],
-    test: EvalSplit,
+    test: tuple[Independent, Tensor],
     classifiers: Sequence[nn.Module],
-    batch: int,
+    batch_size: int,
 ) -> float:
+    """Coherence of the modalities outside ``subset`` generated from it, averaged over them."""
+    experts, labels = test
+    mask = _subset_mask(subset, *experts.batch_shape, experts.mean.device)
+    z = model.aggregate(experts, mask).sample()
     targets = [t for t in range(model.num_modalities) if t not in subset]
-
-    def predicted_labels(xs: list[Tensor], mask: Tensor) -> Tensor:
-        generated = model.cond_generate(xs, mask)
-        return torch.stack([classifiers[t](generated[t]).argmax(-1) for t in targets], -1)
-
-    predictions = _map_batches(test, subset, batch, predicted_labels)
-    return float(np.mean([coherence(p, test.labels) for p in predictions.unbind(-1)]))
+    scores = []
+    for t in targets:
+        predictions = torch.cat(
+            [
+                classifiers[t](model.decode(chunk, [t])[0].mean).argmax(-1)
+                for chunk in z.split(batch_size)
+            ]
+        )
+        scores.append(coherence(predictions, labels))
+    return float(np.mean(scores))
 
 
 def _log_likelihood(
-    model: MultimodalVAE, subset: tuple[int, ...], test: EvalSplit, k: int, batch: int
+    model: MultimodalVAE, subset: tuple[int, ...], test: EvalSplit, k: int
 ) -> float:
-    # The K draws of every point are decoded at once: a batch of points holds batch // K.
+    """Mean importance-sampled ``log p(X)`` with proposal ``q(z | X_subset)``."""
+    # The K draws of every point are decoded at once.
+    points_per_batch = max(1, DECODED_PER_BATCH // k)
     estimates = _map_batches(
-        test, subset, max(1, batch // k), lambda b, m: importance_log_likelihood(model, b, m, k)
+        test, subset, points_per_batch, lambda b, m: importance_log_likelihood(model, b, m, k)
     )
     return estimates.mean().item()
 
@@ -376,15 +387,12 @@ def evaluation_table(
     test = EvalSplit.sample(test_set, max_eval_samples, seed + 1, device)
     train_experts = (_all_experts(model, train, batch_size), train.labels)
     test_experts = (_all_experts(model, test, batch_size), test.labels)
+    log_likelihood_points = test.head(max_log_likelihood_samples)
     metrics: dict[str, Callable[[tuple[int, ...]], float]] = {
         "linear_probe": lambda s: _probe(model, s, train_experts, test_experts),
-        "coherence": lambda s: _coherence(model, s, test, classifiers, batch_size),
+        "coherence": lambda s: _coherence(model, s, test_experts, classifiers, batch_size),
         "log_likelihood": lambda s: _log_likelihood(
-            model,
-            s,
-            test.head(max_log_likelihood_samples),
-            num_importance_samples,
-            DECODED_PER_BATCH,
+            model, s, log_likelihood_points, num_importance_samples
         ),
     }
     num_modalities = model.num_modalities

@@ -211,12 +211,22 @@ class MultimodalVAE(nn.Module):
         """Same as :meth:`encode`."""
         return self.encode(xs, mask)
 
-    def decode(self, z: Tensor) -> list[Distribution]:
-        """The likelihoods ``p(x_m | z)``, one per modality, batch ``z.shape[:-1]``."""
+    def decode(self, z: Tensor, modalities: Sequence[int] | None = None) -> list[Distribution]:
+        """The likelihoods ``p(x_m | z)``, batch ``z.shape[:-1]``.
+
+        Parameters
+        ----------
+        z : Tensor
+            ``(..., d)`` latent codes.
+        modalities : sequence of int, optional
+            Indices of the modalities to decode, in the order returned; ``None``: all.
+        """
         flat = z.reshape(-1, z.shape[-1])
         return [
-            LIKELIHOODS[spec.likelihood](decoder(flat).unflatten(0, z.shape[:-1]), spec)
-            for decoder, spec in zip(self.decoders, self.specs, strict=True)
+            LIKELIHOODS[self.specs[m].likelihood](
+                self.decoders[m](flat).unflatten(0, z.shape[:-1]), self.specs[m]
+            )
+            for m in (range(self.num_modalities) if modalities is None else modalities)
         ]
 
     @torch.no_grad()

@@ -244,7 +244,8 @@ def load_checkpoint(
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for a damaged file
-        raise ValueError(f"cannot read checkpoint {path}: {error}") from error
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ValueError(f"cannot read checkpoint {path}: {reason}") from error
     saved = checkpoint["config"]
     differing = sorted(
         key for key in DEFAULTS if key not in RESUMABLE_CHANGES and saved.get(key) != config[key]
@@ -460,7 +461,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return run(build_parser().parse_args(argv))
     except (ValueError, FileNotFoundError) as error:
-        print(f"train.py: error: {error}", file=sys.stderr)
+        message = " ".join(str(error).split())  # one line, whatever the source
+        print(f"train.py: error: {message}", file=sys.stderr)
         return 2
 
 

@@ -9,7 +9,7 @@ kernels compute its barycenters. Lookup is by the distribution's type, as in
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch.distributions import (
@@ -40,6 +40,9 @@ class Family:
     forward_kl: Kernel
     precision_pool: Kernel
     distance: Callable[..., torch.Tensor]
+    # Unchecked kernels, by divergence, that take subset weights (..., S, M) against
+    # experts (..., 1, M, ...) without materialising (..., S, M, ...): the linear ones.
+    subset_kernels: dict[str, Kernel] = field(default_factory=dict)
 
     @property
     def full(self) -> bool:
@@ -91,6 +94,10 @@ DIAGONAL = Family(
     forward_kl=gaussian_kl.forward_kl_moments_diag,
     precision_pool=gaussian_kl.precision_pool_diag,
     distance=gaussian_wasserstein.wasserstein_distance_diag,
+    subset_kernels={
+        "wasserstein": gaussian_wasserstein.average_diag,
+        "reverse_kl": gaussian_kl.pool_precisions_diag,
+    },
 )
 
 FULL = Family(

@@ -161,14 +161,14 @@ def empirical_barycenter(
 
     References
     ----------
-    .. [1] M. Cuturi and A. Doucet, "Fast computation of Wasserstein barycenters",
-       ICML 2014.
-    .. [2] J.-D. Benamou, G. Carlier, M. Cuturi, L. Nenna and G. Peyré, "Iterative
-       Bregman projections for regularized transportation problems", SIAM J. Sci.
-       Comput. 37(2), A1111–A1138, 2015.
-    .. [3] P. C. Álvarez-Esteban, E. del Barrio, J. A. Cuesta-Albertos and C. Matrán,
-       "A fixed-point approach to barycenters in Wasserstein space", J. Math. Anal.
-       Appl. 441(2), 744–762, 2016.
+    - M. Cuturi and A. Doucet, "Fast computation of Wasserstein barycenters",
+      ICML 2014.
+    - J.-D. Benamou, G. Carlier, M. Cuturi, L. Nenna and G. Peyré, "Iterative
+      Bregman projections for regularized transportation problems", SIAM J. Sci.
+      Comput. 37(2), A1111–A1138, 2015.
+    - P. C. Álvarez-Esteban, E. del Barrio, J. A. Cuesta-Albertos and C. Matrán,
+      "A fixed-point approach to barycenters in Wasserstein space", J. Math. Anal.
+      Appl. 441(2), 744–762, 2016.
 
     Examples
     --------

@@ -107,12 +107,16 @@ def mixture_of_barycenters(
     safe_weights = torch.where(present.unsqueeze(-1), subset_weights, members.to(raw.dtype))
     tail = family.spread_dims + 1
     loc_b, spread_b = loc.unsqueeze(-3), spread.unsqueeze(-1 - tail)
-    shape = safe_weights.shape
-    bary_loc, bary_spread = _KERNELS[divergence](family)(
-        loc_b.expand(*shape, loc.shape[-1]),
-        spread_b.expand(*shape, *spread.shape[-family.spread_dims :]),
-        safe_weights,
-    )
+    if divergence in family.subset_kernels:
+        normalised = safe_weights / safe_weights.sum(-1, keepdim=True)
+        bary_loc, bary_spread = family.subset_kernels[divergence](loc_b, spread_b, normalised)
+    else:
+        shape = safe_weights.shape
+        bary_loc, bary_spread = _KERNELS[divergence](family)(
+            loc_b.expand(*shape, loc.shape[-1]),
+            spread_b.expand(*shape, *spread.shape[-family.spread_dims :]),
+            safe_weights,
+        )
     mixing = categorical(present.to(raw.dtype))
     return MixtureSameFamily(mixing, family.pack(bary_loc, bary_spread))
 

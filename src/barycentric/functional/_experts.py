@@ -19,7 +19,7 @@ from barycentric._validation import (
     validation_enabled,
 )
 
-__all__ = ["check_gaussian", "prepare_experts", "prepare_weights"]
+__all__ = ["check_gaussian", "prepare_experts", "prepare_weights", "weighted_sum"]
 
 
 def prepare_weights(
@@ -71,6 +71,28 @@ def prepare_weights(
             "`weights`/`mask`: a row has no expert left (all its weights are zero or masked)"
         )
     return weights / total if normalise else weights
+
+
+def weighted_sum(weights: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """:math:`\\sum_m w_m x_m` over the experts' axis.
+
+    Parameters
+    ----------
+    weights : Tensor, shape (..., M)
+    values : Tensor, shape (..., M, d)
+        Batch dimensions broadcast against ``weights``'.
+
+    Returns
+    -------
+    Tensor, shape (..., d)
+
+    Notes
+    -----
+    :func:`torch.einsum` contracts broadcast (size-one) dimensions without materialising
+    them, so ``S`` subsets of weights ``(..., S, M)`` against ``values (..., 1, M, d)``
+    cost one matrix product, not a ``(..., S, M, d)`` temporary.
+    """
+    return torch.einsum("...m,...md->...d", weights, values)
 
 
 def _check_shapes(loc: torch.Tensor, spread: torch.Tensor, full: bool) -> torch.Size:

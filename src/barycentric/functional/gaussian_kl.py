@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import torch
 
-from barycentric.functional._experts import prepare_experts
+from barycentric.functional._experts import prepare_experts, weighted_sum
 from barycentric.linalg import symmetrise
 
 __all__ = [
     "forward_kl_moments_diag",
     "forward_kl_moments_full",
+    "pool_precisions_diag",
     "precision_pool_diag",
     "precision_pool_full",
     "reverse_kl_barycenter_diag",
@@ -48,9 +49,20 @@ def precision_pool_diag(
     (the reverse-KL barycenter) or as given (``normalise=False``: the product of experts).
     """
     loc, scale, weights = prepare_experts(loc, scale, weights, full=False, normalise=normalise)
-    precision = weights.unsqueeze(-1) * scale.pow(-2)
-    total = precision.sum(-2)
-    return (precision * loc).sum(-2) / total, total.rsqrt()
+    return pool_precisions_diag(loc, scale, weights)
+
+
+def pool_precisions_diag(
+    loc: torch.Tensor, scale: torch.Tensor, weights: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The arithmetic of :func:`precision_pool_diag` on prepared inputs, without checks.
+
+    ``weights (..., S, M)`` against ``loc, scale (..., 1, M, d)`` pools ``S`` subsets in
+    one contraction (see :func:`~barycentric.functional._experts.weighted_sum`).
+    """
+    precision = scale.pow(-2)
+    total = weighted_sum(weights, precision)
+    return weighted_sum(weights, precision * loc) / total, total.rsqrt()
 
 
 def precision_pool_full(

@@ -39,11 +39,12 @@ from typing import Literal, NamedTuple
 
 import torch
 
-from barycentric.functional._experts import prepare_experts
+from barycentric.functional._experts import prepare_experts, weighted_sum
 from barycentric.linalg import inv_sqrtm_psd, sqrtm_psd, symmetrise
 
 __all__ = [
     "FixedPointInfo",
+    "average_diag",
     "default_tolerance",
     "wasserstein_barycenter_diag",
     "wasserstein_barycenter_full",
@@ -118,8 +119,18 @@ def wasserstein_barycenter_diag(
     (tensor([1.]), tensor([2.]))
     """
     loc, scale, weights = prepare_experts(loc, scale, weights, full=False)
-    w = weights.unsqueeze(-1)
-    return (w * loc).sum(-2), (w * scale).sum(-2)
+    return average_diag(loc, scale, weights)
+
+
+def average_diag(
+    loc: torch.Tensor, scale: torch.Tensor, weights: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The arithmetic of :func:`wasserstein_barycenter_diag` on prepared inputs, unchecked.
+
+    ``weights (..., S, M)`` against ``loc, scale (..., 1, M, d)`` gives the barycenters of
+    ``S`` subsets in one contraction.
+    """
+    return weighted_sum(weights, loc), weighted_sum(weights, scale)
 
 
 def _roots(cov: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
