@@ -7,11 +7,6 @@ import torch
 from hypothesis import HealthCheck, settings
 from torch.distributions import Distribution
 
-# pytest-xdist runs one worker per core: a second intra-op thread per worker only
-# oversubscribes the machine (batched LAPACK calls on small matrices slow down a
-# thousandfold under MKL/OpenMP contention).
-torch.set_num_threads(1)
-
 settings.register_profile(
     "barycentric",
     deadline=None,

@@ -20,3 +20,10 @@ def test_readme_usage_runs() -> None:
     assert namespace["z"].shape == (1, 256, 7, 16)
     assert bool(namespace["info"].converged.all())
     assert torch.isfinite(namespace["poe"].mean).all()
+
+
+def test_citation_version_is_the_package_version() -> None:
+    import barycentric
+
+    citation = (README.parent / "CITATION.cff").read_text()
+    assert f"version: {barycentric.__version__}\n" in citation

@@ -18,7 +18,7 @@ from model import MultimodalVAE
 from torch import Tensor
 
 _GAP = 2  # pixels between samples
-_ROW_HEIGHT = 1.0  # inches per row of pictures
+_ROW_HEIGHT = 1.0  # inches per row of pictures, unless the strip is too wide
 _MAX_WIDTH = 14.0  # inches of the widest strip
 
 
@@ -48,7 +48,8 @@ def _save_rows(rows: Sequence[tuple[str, np.ndarray]], path: Path, title: str) -
     """One labelled strip per row, stacked vertically, saved as a PNG."""
     height, width = rows[0][1].shape[:2]
     strip_inches = min(_MAX_WIDTH, _ROW_HEIGHT * width / height)
-    figure = Figure(figsize=(strip_inches + 1.5, _ROW_HEIGHT * len(rows) + 0.6))
+    row_inches = strip_inches * height / width + 0.15
+    figure = Figure(figsize=(strip_inches + 1.5, row_inches * len(rows) + 0.6))
     axes = figure.subplots(len(rows), 1, squeeze=False)
     for ax, (label, strip) in zip(axes[:, 0], rows, strict=True):
         ax.imshow(strip, interpolation="nearest")

@@ -28,6 +28,7 @@ from data import DATASETS, MultimodalDataset, get_dataset
 from evaluate import (
     EvalSplit,
     Table,
+    classifier_accuracies,
     evaluation_table,
     format_table,
     load_or_train_classifiers,
@@ -133,6 +134,13 @@ def _merge(config: dict[str, Any], update: dict[str, Any], source: str) -> dict[
         raise ValueError(f"{source}: unknown keys {unknown}; known keys: {sorted(DEFAULTS)}")
     merged = {**config, **update}
     if "eval" in update:
+        if not isinstance(update["eval"], dict):
+            raise ValueError(f"{source}: eval must be an object, got {update['eval']!r}")
+        unknown = sorted(set(update["eval"]) - set(DEFAULTS["eval"]))
+        if unknown:
+            raise ValueError(
+                f"{source}: unknown eval keys {unknown}; known: {sorted(DEFAULTS['eval'])}"
+            )
         merged["eval"] = {**config["eval"], **update["eval"]}
     return merged
 
@@ -159,6 +167,40 @@ def resolve_config(args: argparse.Namespace) -> tuple[dict[str, Any], Path]:
     return config, run_dir
 
 
+#: Numeric keys: (key, integer, smallest allowed value, whether that value is excluded).
+_NumberCheck = tuple[str, bool, int, bool]
+_NUMBERS: tuple[_NumberCheck, ...] = (
+    ("latent_dim", True, 0, True),
+    ("batch_size", True, 0, True),
+    ("epochs", True, 0, False),
+    ("num_workers", True, 0, False),
+    ("seed", True, 0, False),
+    ("lr", False, 0, True),
+    ("beta", False, 0, False),
+)
+_EVAL_NUMBERS: tuple[_NumberCheck, ...] = (
+    ("num_importance_samples", True, 0, True),
+    ("max_eval_samples", True, 0, True),
+    ("max_log_likelihood_samples", True, 0, True),
+    ("classifier_epochs", True, 0, False),
+)
+
+
+def _check_numbers(
+    config: dict[str, Any], checks: tuple[_NumberCheck, ...], prefix: str = ""
+) -> None:
+    for key, integer, minimum, exclusive in checks:
+        value = config[key]
+        kind = int if integer else (int, float)
+        if isinstance(value, bool) or not isinstance(value, kind):
+            raise ValueError(
+                f"{prefix}{key} must be {'an integer' if integer else 'a number'}, got {value!r}"
+            )
+        if value < minimum or (exclusive and value == minimum):
+            bound = "positive" if exclusive else "non-negative"
+            raise ValueError(f"{prefix}{key} must be {bound}, got {value!r}")
+
+
 def _validate(config: dict[str, Any], *, need_aggregation: bool) -> None:
     if config["dataset"] not in DATASETS:
         raise ValueError(f"dataset must be one of {', '.join(DATASETS)}; got {config['dataset']!r}")
@@ -166,14 +208,10 @@ def _validate(config: dict[str, Any], *, need_aggregation: bool) -> None:
         raise ValueError(
             f"aggregation must be one of {', '.join(AGGREGATIONS)}; got {config['aggregation']!r}"
         )
-    for key in ("latent_dim", "batch_size", "lr"):
-        if not config[key] > 0:
-            raise ValueError(f"{key} must be positive, got {config[key]}")
-    for key in ("epochs", "beta", "num_workers"):
-        if not config[key] >= 0:
-            raise ValueError(f"{key} must be non-negative, got {config[key]}")
-    if config["max_steps"] is not None and config["max_steps"] < 0:
-        raise ValueError(f"max_steps must be non-negative, got {config['max_steps']}")
+    _check_numbers(config, _NUMBERS)
+    _check_numbers(config["eval"], _EVAL_NUMBERS, prefix="eval.")
+    if config["max_steps"] is not None:
+        _check_numbers(config, (("max_steps", True, 0, False),))
     if config["device"] not in ("cpu", "cuda") or (
         config["device"] == "cuda" and not torch.cuda.is_available()
     ):
@@ -356,12 +394,19 @@ def train(
         save_checkpoint(run_dir / CHECKPOINT_FILE, model, optimiser, state, config)
 
 
-def write_metrics(run_dir: Path, state: TrainState, table: Table, wall_time: float) -> None:
+def write_metrics(
+    run_dir: Path,
+    state: TrainState,
+    table: Table,
+    classifier_accuracy: dict[str, float],
+    wall_time: float,
+) -> None:
     """``metrics.json`` (everything) and ``metrics.csv`` (tidy: one value per row)."""
     metrics = {
         "history": state.history,
         "step_losses": state.step_losses,
         "eval": table,
+        "classifier_accuracy": classifier_accuracy,
         "wall_time_s": wall_time,
     }
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -374,6 +419,8 @@ def write_metrics(run_dir: Path, state: TrainState, table: Table, wall_time: flo
         for metric, row in table.items():
             for k, value in row.items():
                 writer.writerow(["eval", "", metric, k, value])
+        for name, value in classifier_accuracy.items():
+            writer.writerow(["classifier_accuracy", "", name, "", value])
 
 
 def _load_datasets(config: dict[str, Any]) -> tuple[MultimodalDataset, MultimodalDataset]:
@@ -399,6 +446,13 @@ def _run_classifiers_only(config: dict[str, Any], run_dir: Path, overwrite: bool
     return 0
 
 
+def _available_cpus() -> int:
+    """CPUs this process may run on (a container's share, not the host's count)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def run(args: argparse.Namespace) -> int:
     """Train, evaluate, plot and report one run; see :func:`main`."""
     start = time.perf_counter()
@@ -407,7 +461,7 @@ def run(args: argparse.Namespace) -> int:
         return _run_classifiers_only(config, run_dir, args.overwrite)
     check_run_dir(run_dir, overwrite=args.overwrite, resume=args.resume)
     if config["device"] == "cpu":
-        torch.set_num_threads(len(os.sched_getaffinity(0)))
+        torch.set_num_threads(_available_cpus())
     train_set, test_set = _load_datasets(config)
     torch.manual_seed(config["seed"])
     device = torch.device(config["device"])
@@ -444,15 +498,27 @@ def run(args: argparse.Namespace) -> int:
         batch_size=config["batch_size"],
         seed=config["seed"],
     )
+    real = EvalSplit.sample(test_set, eval_config["max_eval_samples"], config["seed"], device)
+    accuracies = dict(
+        zip(
+            (spec.name for spec in test_set.specs),
+            classifier_accuracies(classifiers, real.xs, real.labels, config["batch_size"]),
+            strict=True,
+        )
+    )
     examples = EvalSplit.sample(test_set, FIGURE_SAMPLES, config["seed"], device).xs
     save_reconstructions(model, examples, run_dir / "reconstructions.png")
     save_conditional_generations(model, examples, run_dir / "conditional_generations.png")
     save_metric_curves(state.step_losses, state.history, table, run_dir / "metrics.png")
-    write_metrics(run_dir, state, table, time.perf_counter() - start)
+    write_metrics(run_dir, state, table, accuracies, time.perf_counter() - start)
     print(
         f"{config['aggregation']} on {config['dataset']}, {state.step} steps, run folder {run_dir}"
     )
     print(format_table(table))
+    print(
+        "coherence classifiers' accuracy on real test data: "
+        + ", ".join(f"{name} {value:.3f}" for name, value in accuracies.items())
+    )
     return 0
 
 

@@ -157,7 +157,17 @@ def test_missing_data_directory(tmp_path, capsys):
 
 @pytest.mark.parametrize(
     ("content", "fragment"),
-    [("{not json", "not valid JSON"), ('{"latent_dims": 3}', "unknown keys"), ("[1]", "object")],
+    [
+        ("{not json", "not valid JSON"),
+        ('{"latent_dims": 3}', "unknown keys"),
+        ("[1]", "object"),
+        ('{"dataset": "synthetic", "latent_dim": "32"}', "latent_dim must be an integer"),
+        (
+            '{"dataset": "synthetic", "eval": {"num_importance_samples": 0}}',
+            "eval.num_importance_samples must be positive",
+        ),
+        ('{"eval": {"k": 1}}', "unknown eval keys"),
+    ],
 )
 def test_bad_config_file(tmp_path, capsys, content, fragment):
     path = tmp_path / "bad.json"
