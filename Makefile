@@ -24,8 +24,8 @@ demo: $(STAMP)
 		--aggregation mwb --run-dir runs/demo-mwb --overwrite
 
 lint: $(STAMP)
-	$(PY) -m ruff check src tests benchmarks examples docs
-	$(PY) -m ruff format --check src tests benchmarks examples docs
+	$(PY) -m ruff check src tests benchmarks examples docs conftest.py
+	$(PY) -m ruff format --check src tests benchmarks examples docs conftest.py
 
 test: $(STAMP)
 	$(PY) -m pytest -n 2 -q
