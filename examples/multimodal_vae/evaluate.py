@@ -9,6 +9,12 @@ size, as in Fig. 3 of the paper and in MoPoE):
   pre-trained unimodal classifier assigns the true label (``k = 1..M-1``);
 * ``log_likelihood``: the importance-sampled test log-likelihood ``log p(X)`` of all
   modalities, with ``q(z | X_S)`` as proposal.
+
+Labels come in two kinds (:data:`LABEL_KINDS`), told apart by the label tensor's number of
+dims: ``(N,)`` class indices (single-label, the scores above) or ``(N, A)`` binary attribute
+vectors (multi-label, CelebA), for which the probe and the classifiers predict every
+attribute and both scores are the mean over attributes of the average precision, as MoPoE
+reports for CelebA (:func:`mean_average_precision`).
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ from data import ModalitySpec, MultimodalDataset
 from model import MultimodalVAE
 from networks import make_encoder
 from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import average_precision_score
+from sklearn.multioutput import MultiOutputClassifier
 from torch import Tensor, nn
 from torch.distributions import Independent, Normal
 from torch.utils.data import DataLoader, default_collate
@@ -65,6 +73,61 @@ def linear_probe_accuracy(
     return float(probe.score(features_test, y_test))
 
 
+def mean_average_precision(y_true: np.ndarray, scores: np.ndarray) -> float:
+    """Mean over attributes of the average precision of ``scores`` against ``y_true``.
+
+    Average precision is undefined for an attribute without positives and trivially 1 for
+    one without negatives, so the attributes constant in ``y_true`` are skipped.
+
+    Parameters
+    ----------
+    y_true : numpy.ndarray
+        ``(N, A)`` binary attributes.
+    scores : numpy.ndarray
+        ``(N, A)`` scores, higher for more likely present (probabilities or logits: any
+        increasing map of them gives the same value).
+
+    Returns
+    -------
+    float
+        The mean average precision in ``[0, 1]``; ``nan`` when every attribute is constant.
+    """
+    varying = [a for a in range(y_true.shape[1]) if len(np.unique(y_true[:, a])) == 2]
+    if not varying:
+        return math.nan
+    return float(np.mean([average_precision_score(y_true[:, a], scores[:, a]) for a in varying]))
+
+
+def linear_probe_average_precision(
+    features_train: np.ndarray, y_train: np.ndarray, features_test: np.ndarray, y_test: np.ndarray
+) -> float:
+    """Test mean average precision of one logistic regression per attribute.
+
+    The multi-label linear probe: the attributes constant in ``y_train`` cannot be fitted
+    and are skipped; the others are scored by :func:`mean_average_precision` (which also
+    skips those constant in ``y_test``).
+
+    Parameters
+    ----------
+    features_train, features_test : numpy.ndarray
+        ``(N, d)`` representations.
+    y_train, y_test : numpy.ndarray
+        ``(N, A)`` binary attributes.
+
+    Returns
+    -------
+    float
+        Mean over the attributes of the test average precision; ``nan`` when none is left.
+    """
+    fitted = [a for a in range(y_train.shape[1]) if len(np.unique(y_train[:, a])) == 2]
+    if not fitted:
+        return math.nan
+    probe = MultiOutputClassifier(LogisticRegression(max_iter=1000))
+    probe.fit(features_train, y_train[:, fitted])
+    scores = np.stack([p[:, 1] for p in probe.predict_proba(features_test)], axis=1)
+    return mean_average_precision(y_test[:, fitted], scores)
+
+
 def coherence(pred_labels: Tensor, labels: Tensor) -> float:
     """Fraction of generated samples whose predicted label is the true one.
 
@@ -76,11 +139,76 @@ def coherence(pred_labels: Tensor, labels: Tensor) -> float:
     return (pred_labels == labels).double().mean().item()
 
 
+def _logit_accuracy(logits: Tensor, labels: Tensor) -> float:
+    return coherence(logits.argmax(-1), labels)
+
+
+def _logit_average_precision(logits: Tensor, labels: Tensor) -> float:
+    return mean_average_precision(labels.cpu().numpy(), logits.cpu().numpy())
+
+
+def _binary_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
+    return nn.functional.binary_cross_entropy_with_logits(logits, labels.float())
+
+
+@dataclass(frozen=True)
+class LabelKind:
+    """How one kind of label is probed, learned by the classifiers and scored.
+
+    Attributes
+    ----------
+    name : str
+        ``"single-label"`` or ``"multi-label"``.
+    probe : callable
+        ``(features_train, y_train, features_test, y_test) → score`` of the linear probe.
+    loss : callable
+        ``(logits, labels) → loss`` that trains the coherence classifiers.
+    score : callable
+        ``(logits, labels) → score`` of a classifier's logits: coherence and classifier
+        accuracy.
+    """
+
+    name: str
+    probe: Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], float]
+    loss: Callable[[Tensor, Tensor], Tensor]
+    score: Callable[[Tensor, Tensor], float]
+
+
+#: Label tensor dims → its kind: ``(N,)`` class indices, ``(N, A)`` binary attributes.
+LABEL_KINDS = {
+    1: LabelKind(
+        "single-label", linear_probe_accuracy, nn.functional.cross_entropy, _logit_accuracy
+    ),
+    2: LabelKind(
+        "multi-label",
+        linear_probe_average_precision,
+        _binary_cross_entropy,
+        _logit_average_precision,
+    ),
+}
+
+
+def label_kind(labels: Tensor) -> LabelKind:
+    """The :class:`LabelKind` of ``labels``, ``(N,)`` or ``(N, A)``.
+
+    Raises
+    ------
+    ValueError
+        For labels of any other number of dims.
+    """
+    if labels.ndim not in LABEL_KINDS:
+        raise ValueError(f"labels must be (N,) or (N, A), got shape {tuple(labels.shape)}")
+    return LABEL_KINDS[labels.ndim]
+
+
 @torch.no_grad()
 def classifier_accuracies(
     classifiers: Sequence[nn.Module], xs: Sequence[Tensor], labels: Tensor, batch_size: int
 ) -> list[float]:
     """Accuracy of each modality's classifier on real data: the ceiling of its coherence.
+
+    Scored like coherence (:attr:`LabelKind.score`): for multi-label data, the mean average
+    precision over attributes instead of the accuracy.
 
     Parameters
     ----------
@@ -89,12 +217,11 @@ def classifier_accuracies(
     xs : sequence of Tensor
         ``(N, *spec.shape)`` per modality.
     labels : Tensor
-        ``(N,)`` integer labels.
+        ``(N,)`` integer labels or ``(N, A)`` binary attributes.
     """
+    score = label_kind(labels).score
     return [
-        coherence(
-            torch.cat([classifier(chunk).argmax(-1) for chunk in x.split(batch_size)]), labels
-        )
+        score(torch.cat([classifier(chunk) for chunk in x.split(batch_size)]), labels)
         for classifier, x in zip(classifiers, xs, strict=True)
     ]
 
@@ -140,6 +267,7 @@ class ModalityClassifier(nn.Module):
     ----------
     spec : ModalitySpec
     num_classes : int
+        Number of outputs: class logits, or one logit per attribute for multi-label data.
     width : int
         Size of the features the encoder's mean output provides to the head.
     """
@@ -150,7 +278,7 @@ class ModalityClassifier(nn.Module):
         self.head = nn.Linear(width, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
-        """Class logits ``(B, num_classes)`` of a batch ``(B, *spec.shape)``."""
+        """Logits ``(B, num_classes)`` of a batch ``(B, *spec.shape)``."""
         return self.head(torch.relu(self.features(x)[0]))
 
 
@@ -163,13 +291,17 @@ def train_classifiers(
     seed: int = 0,
     device: str | torch.device = "cpu",
 ) -> nn.ModuleList:
-    """Train one :class:`ModalityClassifier` per modality of ``dataset`` (cross-entropy, Adam).
+    """Train one :class:`ModalityClassifier` per modality of ``dataset`` with Adam.
+
+    The loss is that of the dataset's :class:`LabelKind`: cross-entropy for class labels,
+    binary cross-entropy on the logits for attribute vectors.
 
     Returns
     -------
     torch.nn.ModuleList
         The classifiers in evaluation mode, in the order of ``dataset.specs``.
     """
+    loss_fn = label_kind(dataset.labels).loss
     generator = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -183,7 +315,7 @@ def train_classifiers(
         for xs, labels in loader:
             labels = labels.to(device)
             loss = sum(
-                nn.functional.cross_entropy(classifier(x.to(device)), labels)
+                loss_fn(classifier(x.to(device)), labels)
                 for classifier, x in zip(classifiers, xs, strict=True)
             )
             optimiser.zero_grad()
@@ -314,13 +446,13 @@ def _probe(
     train: tuple[Independent, Tensor],
     test: tuple[Independent, Tensor],
 ) -> float:
-    """Linear-probe accuracy from ``subset``; ``train``, ``test``: experts and labels."""
+    """Linear-probe score from ``subset``; ``train``, ``test``: experts and labels."""
 
     def posterior_means(experts: Independent) -> np.ndarray:
         mask = _subset_mask(subset, *experts.batch_shape, experts.mean.device)
         return model.aggregate(experts, mask).mean.cpu().numpy()
 
-    return linear_probe_accuracy(
+    return label_kind(train[1]).probe(
         posterior_means(train[0]),
         train[1].cpu().numpy(),
         posterior_means(test[0]),
@@ -339,16 +471,17 @@ def _coherence(
     experts, labels = test
     mask = _subset_mask(subset, *experts.batch_shape, experts.mean.device)
     z = model.aggregate(experts, mask).sample()
+    score = label_kind(labels).score
     targets = [t for t in range(model.num_modalities) if t not in subset]
-    scores = []
-    for t in targets:
-        predictions = torch.cat(
-            [
-                classifiers[t](model.decode(chunk, [t])[0].mean).argmax(-1)
-                for chunk in z.split(batch_size)
-            ]
+    scores = [
+        score(
+            torch.cat(
+                [classifiers[t](model.decode(chunk, [t])[0].mean) for chunk in z.split(batch_size)]
+            ),
+            labels,
         )
-        scores.append(coherence(predictions, labels))
+        for t in targets
+    ]
     return float(np.mean(scores))
 
 
@@ -385,7 +518,7 @@ def evaluation_table(
     train_set, test_set : MultimodalDataset
         The probe is fitted on ``train_set``; every metric is measured on ``test_set``.
     classifiers : sequence of torch.nn.Module
-        One per modality, mapping a batch to class logits.
+        One per modality, mapping a batch to logits (see :class:`ModalityClassifier`).
     num_importance_samples : int
         ``K`` of :func:`importance_log_likelihood`.
     max_eval_samples : int
@@ -403,6 +536,8 @@ def evaluation_table(
     dict
         ``{metric: {k: value}}``, metrics in the order of :data:`METRICS`, ``k`` the number
         of input modalities: ``1..M`` (coherence: ``1..M-1``, as some target must be missing).
+        The probe and coherence are scored as the labels' :class:`LabelKind` says:
+        accuracies, or for multi-label data mean average precisions.
     """
     device = next(model.parameters()).device
     model.eval()

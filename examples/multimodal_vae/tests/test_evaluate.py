@@ -5,17 +5,21 @@ import math
 import numpy as np
 import pytest
 import torch
-from data import ModalitySpec, get_dataset
+from data import ModalitySpec, MultimodalDataset, get_dataset
 from evaluate import (
+    LABEL_KINDS,
     METRICS,
     classifier_accuracies,
     coherence,
     evaluation_table,
     format_table,
     importance_log_likelihood,
+    label_kind,
     linear_probe_accuracy,
+    linear_probe_average_precision,
     load_classifiers,
     load_or_train_classifiers,
+    mean_average_precision,
     save_classifiers,
     subsets_by_size,
     train_classifiers,
@@ -168,3 +172,91 @@ def test_format_table():
     assert lines[0].split() == ["metric", "1", "input", "2", "inputs"]
     assert lines[1].split() == ["linear_probe", "0.5", "0.75"]
     assert lines[2].split() == ["coherence", "0.25", "-"]
+
+
+#: The attribute vector of each synthetic class: every attribute varies across classes.
+CODES = torch.tensor([[1, 0, 0], [0, 1, 1], [1, 1, 0], [0, 0, 1]], dtype=torch.float32)
+
+
+class MultiLabelSynthetic(MultimodalDataset):
+    """A synthetic dataset relabelled with :data:`CODES`, plus the codes as a modality.
+
+    Like CelebA: ``(N, A)`` float attribute labels and a bernoulli ``attributes`` modality.
+    """
+
+    def __init__(self, base: MultimodalDataset) -> None:
+        self.base = base
+        self.labels = CODES[base.labels]
+        self.num_classes = CODES.shape[1]
+        attributes = ModalitySpec("attributes", "attributes", (self.num_classes,), "bernoulli")
+        self.specs = (*base.specs, attributes)
+
+    def __getitem__(self, index: int) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+        xs, _ = self.base[index]
+        return (*xs, self.labels[index]), self.labels[index]
+
+
+@pytest.fixture(scope="module")
+def multi_label_data(data):
+    return MultiLabelSynthetic(data[0]), MultiLabelSynthetic(data[1])
+
+
+@pytest.fixture(scope="module")
+def multi_label_classifiers(multi_label_data):
+    return train_classifiers(multi_label_data[0], epochs=8, batch_size=16, seed=0)
+
+
+def test_label_kind_follows_the_label_dims():
+    assert label_kind(torch.zeros(5, dtype=torch.long)) is LABEL_KINDS[1]
+    assert label_kind(torch.zeros(5, 3)).name == "multi-label"
+    with pytest.raises(ValueError, match="labels must be"):
+        label_kind(torch.zeros(5, 3, 2))
+
+
+def test_mean_average_precision_skips_constant_attributes():
+    y_true = np.array([[1, 0, 1], [0, 0, 1], [1, 0, 1], [0, 0, 1]])
+    scores = np.array([[0.9, 0.3, 0.1], [0.1, 0.2, 0.4], [0.8, 0.1, 0.2], [0.2, 0.9, 0.3]])
+    assert mean_average_precision(y_true, scores) == 1.0  # only the first column counts
+    assert math.isnan(mean_average_precision(y_true[:, 1:], scores[:, 1:]))
+
+
+def test_multi_label_probe_on_the_attributes_is_perfect():
+    rng = np.random.default_rng(0)
+    y_train, y_test = (rng.random((200, 4)) < 0.4).astype(float), (rng.random((100, 4)) < 0.4)
+    y_train[:, 3] = 0  # constant in training: skipped, not a crash
+    score = linear_probe_average_precision(y_train, y_train, y_test.astype(float), y_test)
+    assert score == 1.0
+
+
+def test_multi_label_probe_on_noise_is_near_the_base_rate():
+    rng = np.random.default_rng(0)
+    y_train, y_test = rng.random((400, 5)) < 0.2, rng.random((400, 5)) < 0.2
+    features_train, features_test = rng.normal(size=(400, 3)), rng.normal(size=(400, 3))
+    score = linear_probe_average_precision(features_train, y_train, features_test, y_test)
+    assert abs(score - 0.2) < 0.1
+
+
+def test_multi_label_classifiers_learn_the_attributes(multi_label_data, multi_label_classifiers):
+    test_set = multi_label_data[1]
+    xs, labels = default_collate([test_set[i] for i in range(len(test_set))])
+    assert labels.shape == (len(test_set), CODES.shape[1])
+    scores = classifier_accuracies(multi_label_classifiers, xs, labels, batch_size=5)
+    assert len(scores) == len(xs)
+    assert min(scores) > 0.9
+
+
+def test_evaluation_table_on_multi_label_data(multi_label_data, multi_label_classifiers):
+    torch.manual_seed(0)
+    model = MultimodalVAE(multi_label_data[0].specs, 4, "mwb")
+    table = evaluation_table(
+        model,
+        *multi_label_data,
+        multi_label_classifiers,
+        num_importance_samples=4,
+        max_eval_samples=32,
+        batch_size=16,
+    )
+    assert list(table) == list(METRICS)
+    assert list(table["coherence"]) == [1, 2, 3]
+    assert all(0 <= v <= 1 for v in [*table["linear_probe"].values(), *table["coherence"].values()])
+    assert all(math.isfinite(v) for row in table.values() for v in row.values())
