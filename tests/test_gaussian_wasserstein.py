@@ -120,6 +120,27 @@ def test_fixed_point_residual_at_solution_for_ill_conditioned_inputs(covs, raw) 
     assert (torch.linalg.eigvalsh(bary) > 0).all()
 
 
+@pytest.mark.parametrize("cond", [1e2, 1e6])
+def test_accelerated_solve_matches_the_plain_iteration_in_fewer_steps(cond: float) -> None:
+    loc, cov, weights = _problem((16,), 5, 4, seed=3, cond=cond)
+    _, fast, fast_info = wasserstein_barycenter_full(
+        loc, cov, weights, max_iter=1000, return_info=True
+    )
+    # backward="unroll" runs the plain Álvarez-Esteban iteration (differentiable steps)
+    _, plain, plain_info = wasserstein_barycenter_full(
+        loc,
+        cov.clone().requires_grad_(),
+        weights,
+        backward="unroll",
+        max_iter=1000,
+        return_info=True,
+    )
+    assert bool(fast_info.converged.all()) and bool(plain_info.converged.all())
+    assert fast_info.iterations < plain_info.iterations
+    assert torch.allclose(fast, plain.detach(), rtol=1e-8, atol=1e-8)
+    assert (_fixed_point_residual(fast, cov, weights) < 1e-9).all()
+
+
 def test_permutation_translation_scaling_and_rotation() -> None:
     loc, cov, weights = _problem((3,), 4, 3, seed=11)
     mean, bary = wasserstein_barycenter_full(loc, cov, weights)
