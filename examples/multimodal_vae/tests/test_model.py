@@ -2,24 +2,11 @@
 
 import pytest
 import torch
-from data import get_dataset
 from model import AGGREGATIONS, LIKELIHOOD_SCALE, MultimodalVAE
 from torch.distributions import Independent, Laplace, MixtureSameFamily
-from torch.utils.data import default_collate
 
 LATENT = 4
-BATCH = 6
-
-
-@pytest.fixture(scope="module")
-def dataset():
-    return get_dataset("synthetic", "train", n=BATCH, num_modalities=3, shape=(1, 4, 4))
-
-
-@pytest.fixture(scope="module")
-def xs(dataset):
-    modalities, _ = default_collate([dataset[i] for i in range(BATCH)])
-    return list(modalities)
+BATCH = 6  # points in the `dataset` / `xs` fixtures of conftest.py
 
 
 def make_model(dataset, aggregation, **kwargs):

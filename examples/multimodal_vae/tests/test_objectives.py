@@ -2,26 +2,13 @@
 
 import pytest
 import torch
-from data import get_dataset
 from model import AGGREGATIONS, LIKELIHOOD_SCALE, MultimodalVAE
 from objectives import elbo_loss, elbo_terms
 from torch import nn
 from torch.distributions import Laplace, kl_divergence
-from torch.utils.data import default_collate
 
 LATENT = 4
-BATCH = 16
-
-
-@pytest.fixture(scope="module")
-def dataset():
-    return get_dataset("synthetic", "train", n=BATCH, num_modalities=3, shape=(1, 4, 4))
-
-
-@pytest.fixture(scope="module")
-def xs(dataset):
-    modalities, _ = default_collate([dataset[i] for i in range(BATCH)])
-    return list(modalities)
+BATCH = 16  # points in the `dataset` / `xs` fixtures of conftest.py
 
 
 class ConstantDecoder(nn.Module):
