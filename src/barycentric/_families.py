@@ -51,7 +51,7 @@ class Family:
 
     def to_full(self, spread: torch.Tensor) -> torch.Tensor:
         """The covariance matrices of parameters of this family."""
-        return torch.diag_embed(spread.square()) if self.spread_dims == 1 else spread
+        return spread if self.full else torch.diag_embed(spread.square())
 
 
 def categorical(weights: torch.Tensor) -> Categorical:

@@ -154,9 +154,8 @@ def forward_kl_moments_diag(
         :math:`\\mathrm{KL}(\\text{mixture} \\| q)`.
     """
     loc, scale, weights = prepare_experts(loc, scale, weights, full=False)
-    w = weights.unsqueeze(-1)
-    mean = (w * loc).sum(-2)
-    variance = (w * (scale.square() + (loc - mean.unsqueeze(-2)).square())).sum(-2)
+    mean = weighted_sum(weights, loc)
+    variance = weighted_sum(weights, scale.square() + (loc - mean.unsqueeze(-2)).square())
     return mean, variance.sqrt()
 
 
@@ -180,8 +179,7 @@ def forward_kl_moments_full(
         :math:`\\sum_m \\lambda_m (\\Sigma_m + (\\mu_m - \\mu)(\\mu_m - \\mu)^\\top)`.
     """
     loc, cov, weights = prepare_experts(loc, cov, weights, full=True)
-    w = weights.unsqueeze(-1)
-    mean = (w * loc).sum(-2)
+    mean = weighted_sum(weights, loc)
     centred = loc - mean.unsqueeze(-2)
     spread = cov + centred.unsqueeze(-1) * centred.unsqueeze(-2)
-    return mean, symmetrise((w.unsqueeze(-1) * spread).sum(-3))
+    return mean, symmetrise((weights[..., None, None] * spread).sum(-3))

@@ -229,11 +229,12 @@ def _solve(
         else:
             new = _step(*_roots(cov), covs, weights)
         residual = _relative_change(new, cov).detach()
-        if bool((residual <= tol).all()) or iterations == max_iter or accelerate is None:
+        converged = bool((residual <= tol).all())
+        if converged or iterations == max_iter or accelerate is None:
             cov = new
         else:
             cov = accelerate(cov, new)
-        if bool((residual <= tol).all()):
+        if converged:
             break
     return cov, FixedPointInfo(iterations, residual, residual <= tol)
 
@@ -359,7 +360,7 @@ def wasserstein_barycenter_full(
         raise ValueError(f"`max_iter` must be at least 1, got {max_iter}")
     tol = default_tolerance(cov.dtype) if tol is None else tol
     loc, cov, weights = prepare_experts(loc, cov, weights, full=True)
-    mean = (weights.unsqueeze(-1) * loc).sum(-2)
+    mean = weighted_sum(weights, loc)
     needs_grad = torch.is_grad_enabled() and (cov.requires_grad or weights.requires_grad)
     info = None
     if cov.shape[-3] == 2:
