@@ -347,9 +347,7 @@ def _barycentric_weights(
     weights: Array | Sequence[float] | None, count: int, like: torch.Tensor
 ) -> torch.Tensor:
     """The weights λ as a (count,) tensor on the simplex; ``None`` means uniform."""
-    # prepare_weights takes its shape, dtype and device from stacked expert means
-    # (..., M, d); an empty (count, 0) stand-in describes K experts.
-    return prepare_weights(weights, like.new_empty(count, 0))
+    return prepare_weights(weights, (count,), like)
 
 
 def _cloud_masses(

@@ -23,16 +23,22 @@ __all__ = ["check_gaussian", "prepare_experts", "prepare_weights", "weighted_sum
 
 
 def prepare_weights(
-    weights: torch.Tensor | None, loc: torch.Tensor, *, normalise: bool = True
+    weights: torch.Tensor | None,
+    shape: tuple[int, ...],
+    like: torch.Tensor,
+    *,
+    normalise: bool = True,
 ) -> torch.Tensor:
-    """Broadcast weights to ``loc.shape[:-1]`` and normalise them to sum to 1.
+    """Broadcast weights to the experts' ``shape`` and normalise them to sum to 1.
 
     Parameters
     ----------
     weights : Tensor or None
-        Non-negative, broadcastable to ``(..., M)``; ``None`` means uniform.
-    loc : Tensor, shape (..., M, d)
-        Expert means; fixes the batch shape, dtype and device.
+        Non-negative, broadcastable to ``shape``; ``None`` means uniform.
+    shape : tuple of int
+        ``(..., M)``: the experts' batch shape, experts last.
+    like : Tensor
+        Fixes the dtype and device.
     normalise : bool
         Divide by the sum over experts (``False`` keeps raw weights, as the un-normalised
         product of experts needs).
@@ -47,10 +53,10 @@ def prepare_weights(
         If ``weights`` does not broadcast, is negative or not finite, or a row has no
         expert with positive weight.
     """
-    shape = loc.shape[:-1]
+    shape = torch.Size(shape)
     if weights is None:
-        weights = loc.new_ones(())
-    weights = torch.as_tensor(weights, dtype=loc.dtype, device=loc.device)
+        weights = like.new_ones(())
+    weights = torch.as_tensor(weights, dtype=like.dtype, device=like.device)
     try:
         broadcast = torch.broadcast_shapes(weights.shape, shape)
     except RuntimeError as error:
@@ -157,7 +163,7 @@ def prepare_experts(
     batch = _check_shapes(loc, spread, full)
     loc = loc.expand(*batch, loc.shape[-1])
     spread = spread.expand(*batch, *spread.shape[-2 if full else -1 :])
-    weights = prepare_weights(weights, loc, normalise=normalise)
+    weights = prepare_weights(weights, batch, loc, normalise=normalise)
     present = weights > 0
     loc = torch.where(present.unsqueeze(-1), loc, 0.0)
     unit = torch.eye(loc.shape[-1], dtype=spread.dtype, device=spread.device) if full else 1.0
