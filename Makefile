@@ -35,7 +35,7 @@ docs: $(STAMP)
 	$(PY) -m sphinx -W --keep-going -b doctest -D plot_gallery=0 docs docs/_build/doctest
 
 dist: $(STAMP)
-	rm -rf dist
+	rm -rf dist build
 	$(PY) -m build --sdist --wheel --outdir dist .
 	$(PY) -m twine check --strict dist/*
 	bash .ci/check_wheel.sh dist
