@@ -23,7 +23,6 @@ from torch.distributions import Distribution, MixtureSameFamily
 
 from barycentric._families import FULL, Experts, categorical, family_of, gather_experts
 from barycentric.functional._experts import check_gaussian, prepare_experts
-from barycentric.functional.gaussian_wasserstein import FixedPointInfo
 
 __all__ = [
     "barycenter",
@@ -93,20 +92,15 @@ def wasserstein_barycenter(
     """
     gathered = gather_experts(experts, dim)
     family = gathered.family
-    w = gathered.weights(weights, mask)
-    if family.spread_dims == 1:
-        loc, spread = family.wasserstein(gathered.loc, gathered.spread, w)
-        info = FixedPointInfo.exact(loc.detach()[..., 0])
-    else:
-        loc, spread, info = family.wasserstein(
-            gathered.loc,
-            gathered.spread,
-            w,
-            max_iter=max_iter,
-            tol=tol,
-            backward=backward,
-            return_info=True,
-        )
+    loc, spread, info = family.wasserstein(
+        gathered.loc,
+        gathered.spread,
+        gathered.weights(weights, mask),
+        max_iter=max_iter,
+        tol=tol,
+        backward=backward,
+        return_info=True,
+    )
     result = family.pack(loc, spread)
     return (result, info) if return_info else result
 

@@ -188,12 +188,9 @@ def gmm_barycenter(
     tuple_loc = _tuples(locs, sizes, event_dims=1)
     tuple_spread = _tuples(spreads, sizes, event_dims=family.spread_dims)
     weights = prepare_weights(weights, tuple_loc.shape[:-1], tuple_loc)
-    if family.spread_dims == 1:
-        loc, spread = family.wasserstein(tuple_loc, tuple_spread, weights)
-    else:
-        loc, spread = family.wasserstein(
-            tuple_loc, tuple_spread, weights, max_iter=max_iter, tol=tol, backward=backward
-        )
+    loc, spread = family.wasserstein(
+        tuple_loc, tuple_spread, weights, max_iter=max_iter, tol=tol, backward=backward
+    )
     distances = family.distance(
         tuple_loc, tuple_spread, loc.unsqueeze(-2), spread.unsqueeze(-1 - family.spread_dims)
     )
