@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from strategies import random_diag_gaussian, random_full_gaussian
 from torch.distributions import Independent, MultivariateNormal, Normal, kl_divergence
@@ -87,3 +88,40 @@ def mixture_moments(
     mean = sum(w * mu for w, mu in zip(weights, loc, strict=True))
     second = sum(w * (c + torch.outer(mu, mu)) for w, mu, c in zip(weights, loc, cov, strict=True))
     return mean, second - torch.outer(mean, mean)
+
+
+def rows(dist, index: slice):
+    """The rows ``index`` of ``dist``'s first batch dimension, rebuilt without torch's
+    argument checks, which cannot handle an empty batch of vectors or matrices (torch 2.13)."""
+    loc, spread = params(dist)
+    return rebuild(dist, loc[index], spread[index], validate_args=False)
+
+
+@pytest.fixture(params=[True, False], ids=["validated", "unvalidated"])
+def validation(request) -> bool:
+    """Run a test with torch.distributions validation on, then off: import it, then
+    ``@pytest.mark.usefixtures("validation")``."""
+    if not request.param:
+        request.getfixturevalue("validation_disabled")
+    return request.param
+
+
+def _defining_tensors(dist) -> list[torch.Tensor]:
+    """The parameters of a Gaussian, or the mixing probabilities and components' parameters
+    of a mixture of Gaussians."""
+    if hasattr(dist, "mixture_distribution"):
+        components = _defining_tensors(dist.component_distribution)
+        return [dist.mixture_distribution.probs, *components]
+    return list(params(dist))
+
+
+def assert_empty_concatenates(empty, whole) -> None:
+    """``empty`` has an empty first batch dimension and otherwise ``whole``'s shapes, and
+    concatenating it in front of ``whole`` leaves ``whole``: f(cat(∅, X)) = cat(f(∅), f(X))."""
+    assert type(empty) is type(whole)
+    assert empty.batch_shape == (0, *whole.batch_shape[1:])
+    assert empty.event_shape == whole.event_shape
+    for e, w in zip(_defining_tensors(empty), _defining_tensors(whole), strict=True):
+        assert e.shape == (0, *w.shape[1:])
+        assert e.dtype == w.dtype
+        torch.testing.assert_close(torch.cat([e, w]), w)

@@ -6,7 +6,18 @@ import numpy as np
 import ot
 import pytest
 import torch
-from helpers import FAMILIES, as_full, diagonal, full, params, random_experts, rebuild
+from helpers import (
+    FAMILIES,
+    as_full,
+    assert_empty_concatenates,
+    diagonal,
+    full,
+    params,
+    random_experts,
+    rebuild,
+    rows,
+    validation,  # noqa: F401 (a fixture)
+)
 from hypothesis import given
 from hypothesis import strategies as st
 from strategies import (
@@ -434,6 +445,19 @@ def test_wasserstein_distance_broadcasts_batch_shapes(generator) -> None:
     torch.testing.assert_close(distance, loop)
 
 
+@pytest.mark.parametrize(
+    ("family_p", "family_q"),
+    [("diag", "diag"), ("full", "full"), ("diag", "full"), ("full", "diag")],
+)
+def test_wasserstein_distance_promotes_float32_and_float64(family_p, family_q, generator) -> None:
+    p = random_experts(generator, family_p, D, B, dtype=torch.float32)
+    q = random_experts(generator, family_q, D, B)
+    reference = bc.wasserstein_distance(rebuild(p, *(t.double() for t in params(p))), q)
+    for distance in (bc.wasserstein_distance(p, q), bc.wasserstein_distance(q, p)):
+        assert distance.dtype == torch.float64
+        torch.testing.assert_close(distance, reference)
+
+
 def test_wasserstein_barycenter_minimises_mean_squared_distance(generator) -> None:
     experts = random_experts(generator, "full", D, M)
     w = random_weights(generator, M)
@@ -492,3 +516,111 @@ def test_gradcheck_product_of_experts(family, generator) -> None:
         return result.mean, result.variance
 
     assert torch.autograd.gradcheck(product, (loc, spread))
+
+
+# --- empty batches ----------------------------------------------------------------------
+
+
+def _standard_normal(like):
+    """N(0, I) of the family of ``like``, batch shape ()."""
+    loc, spread = params(like)
+    unit = torch.eye(D, dtype=loc.dtype) if spread.ndim > loc.ndim else loc.new_ones(D)
+    return rebuild(like, loc.new_zeros(D), unit)
+
+
+EMPTY_BATCH_CALLS = {
+    "wasserstein": lambda experts, w, mask: bc.wasserstein_barycenter(experts, w, mask=mask),
+    "wasserstein_unroll": lambda experts, w, mask: bc.wasserstein_barycenter(
+        experts, w, mask=mask, backward="unroll"
+    ),
+    "reverse_kl": lambda experts, w, mask: bc.kl_barycenter(experts, w, mask=mask),
+    "forward_kl": lambda experts, w, mask: bc.kl_barycenter(
+        experts, w, direction="forward", mask=mask
+    ),
+    "forward_kl_projected": lambda experts, w, mask: bc.kl_barycenter(
+        experts, w, direction="forward", mask=mask, project=True
+    ),
+    "product": lambda experts, w, mask: bc.product_of_experts(experts, mask=mask),
+    "product_with_prior": lambda experts, w, mask: bc.product_of_experts(
+        experts, mask=mask, prior=_standard_normal(experts)
+    ),
+    "barycenter_forward_kl": lambda experts, w, mask: bc.barycenter(
+        experts, w, divergence="forward_kl", mask=mask
+    ),
+}
+
+
+@pytest.mark.parametrize("call", EMPTY_BATCH_CALLS.values(), ids=EMPTY_BATCH_CALLS.keys())
+@pytest.mark.parametrize("num_experts", [2, M])
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.usefixtures("validation")
+def test_empty_batch_gives_an_empty_result(call, num_experts, family, generator) -> None:
+    experts = random_experts(generator, family, D, (B, num_experts))
+    w = random_weights(generator, num_experts, B)
+    mask = torch.ones(B, num_experts, dtype=torch.bool)
+    whole = call(experts, w, mask)
+    empty = call(rows(experts, slice(0, 0)), w[:0], mask[:0])
+    assert_empty_concatenates(empty, whole)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.usefixtures("validation")
+def test_empty_batch_reports_an_empty_solve(family, generator) -> None:
+    empty = rows(random_experts(generator, family, D, (B, M)), slice(0, 0))
+    _, info = bc.wasserstein_barycenter(empty, return_info=True)
+    assert info.residual.shape == info.converged.shape == (0,)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.usefixtures("validation")
+def test_empty_batch_with_experts_along_dim_0(family, generator) -> None:
+    experts = random_experts(generator, family, D, (M, B))
+    empty = rebuild(experts, *(t[:, :0] for t in params(experts)), False)
+    for divergence, options in ALL_DIVERGENCES:
+        whole = bc.barycenter(experts, divergence=divergence, dim=0, **options)
+        q = bc.barycenter(empty, divergence=divergence, dim=0, **options)
+        assert_empty_concatenates(q, whole)
+
+
+@pytest.mark.parametrize(
+    ("family", "backward"),
+    [
+        ("diag", "implicit"),
+        ("diag", "unroll"),
+        ("full", "unroll"),
+        pytest.param(
+            "full",
+            "implicit",
+            marks=pytest.mark.xfail(
+                strict=True,
+                raises=RuntimeError,
+                reason="the implicit backward in functional/gaussian_wasserstein.py takes "
+                ".max() of an empty batch of adjoint changes",
+            ),
+        ),
+    ],
+)
+def test_empty_batch_backward(family, backward, generator) -> None:
+    experts = random_experts(generator, family, D, (B, M))
+    loc, spread = (t[:0].clone().requires_grad_() for t in params(experts))
+    q = bc.wasserstein_barycenter(rebuild(experts, loc, spread, False), backward=backward)
+    (q.mean.sum() + params(q)[1].sum()).backward()
+    assert loc.grad.shape == loc.shape
+    assert spread.grad.shape == spread.shape
+
+
+@pytest.mark.parametrize(
+    ("family_p", "family_q"),
+    [("diag", "diag"), ("full", "full"), ("diag", "full")],
+)
+@pytest.mark.usefixtures("validation")
+def test_empty_batch_wasserstein_distance(family_p, family_q, generator) -> None:
+    p = random_experts(generator, family_p, D, (B, M))
+    q = random_experts(generator, family_q, D, (B, M))
+    whole = bc.wasserstein_distance(p, q)
+    empty = bc.wasserstein_distance(rows(p, slice(0, 0)), rows(q, slice(0, 0)))
+    assert empty.shape == (0, M)
+    assert empty.dtype == whole.dtype
+    torch.testing.assert_close(torch.cat([empty, whole]), whole)
+    broadcast = bc.wasserstein_distance(rows(p, slice(0, 0)), rows(q, slice(0, 1)))
+    assert broadcast.shape == (0, M)

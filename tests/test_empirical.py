@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import ot
 import pytest
@@ -10,10 +12,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from barycentric.empirical import empirical_barycenter
-
-# POT's torch-backed Sinkhorn barycenter triggers torch's deprecation warning for `.T` on
-# 1-D tensors; it is POT's and harmless.
-pytestmark = pytest.mark.filterwarnings("ignore:The use of `x.T`:UserWarning")
 
 
 def _clouds(seed: int, sizes: tuple[int, ...], dim: int) -> list[torch.Tensor]:
@@ -69,6 +67,8 @@ def test_free_support_default_init_is_reproducible_with_max_size() -> None:
     torch.testing.assert_close(first, second, rtol=0, atol=0)
     atoms, b = empirical_barycenter(clouds, support_size=11)
     assert atoms.shape == (11, 2) and b.shape == (11,)
+    same, _ = empirical_barycenter(clouds, support_size=np.int64(11))
+    torch.testing.assert_close(same, atoms, rtol=0, atol=0)
 
 
 def test_free_support_of_identical_clouds_is_the_cloud() -> None:
@@ -224,8 +224,40 @@ def test_sinkhorn_gradcheck() -> None:
 
     raw = _simplex(10, 5, 3).requires_grad_()
     weights = torch.tensor([0.2, 0.3, 0.5], dtype=torch.float64, requires_grad=True)
-    with pytest.warns(UserWarning, match="did not converge"):
+    with pytest.warns(RuntimeWarning, match="did not converge in numItermax=30"):
         assert torch.autograd.gradcheck(barycenter, (raw, weights))
+
+
+@pytest.mark.filterwarnings("error")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_sinkhorn_shows_no_third_party_warning(dtype) -> None:
+    # POT's Sinkhorn barycenter transposes 1-D tensors with `.T`, which torch deprecates
+    # with a UserWarning; here every warning is an error.
+    filters = list(warnings.filters)
+    grid = _grid(5).to(dtype)
+    diracs = torch.eye(5, dtype=dtype)[:, [0, 4]]
+    for geometry in ({"support": grid}, {"cost": ot.dist(grid, grid)}):
+        _, histogram = empirical_barycenter(diracs, method="sinkhorn", reg=0.05, **geometry)
+        # two Diracs at the ends of the grid: a symmetric histogram peaked in the middle
+        assert histogram.dtype == dtype and histogram.argmax().item() == 2
+        torch.testing.assert_close(histogram, histogram.flip(0))
+    assert warnings.filters == filters  # the silencing does not outlive the call
+
+
+def test_sinkhorn_that_does_not_converge_warns_once_at_the_caller() -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        empirical_barycenter(
+            _simplex(19, 5, 3),
+            method="sinkhorn",
+            support=_grid(5),
+            reg=0.1,
+            numItermax=5,
+            stopThr=0.0,
+        )
+    assert [w.category for w in caught] == [RuntimeWarning]
+    assert "numItermax=5" in str(caught[0].message)
+    assert caught[0].filename == __file__
 
 
 def test_sinkhorn_gradient_reaches_support_and_reg() -> None:
@@ -365,6 +397,9 @@ def _nan_cloud() -> list[torch.Tensor]:
             r"sample_weights\[0\]",
         ),
         ({"samples": _CLOUDS, "support_size": 0}, "support_size"),
+        ({"samples": _CLOUDS, "support_size": 2.0}, "support_size"),
+        ({"samples": _CLOUDS, "support_size": True}, "support_size"),
+        ({"samples": [_CLOUDS[0].to(torch.complex128)]}, r"samples\[0\]"),
         ({"samples": _CLOUDS, "init": torch.zeros(3, 3)}, "init"),
         ({"samples": _CLOUDS, "init": torch.full((3, 2), float("nan"))}, "init"),
         ({"samples": _CLOUDS, "init": torch.zeros(3, 2), "support_size": 4}, "support_size"),
@@ -408,11 +443,7 @@ def _sinkhorn_arguments(**overrides: object) -> dict:
         (_sinkhorn_arguments(init=_GRID), "init"),
         (_sinkhorn_arguments(sample_weights=[_HISTOGRAMS[:, 0]]), "sample_weights"),
         # exp(-cost / reg) underflows: a silent NaN in POT, an error here.
-        pytest.param(
-            _sinkhorn_arguments(support=100 * _GRID, reg=1e-3),
-            "reg",
-            marks=pytest.mark.filterwarnings("ignore:Sinkhorn did not converge"),
-        ),
+        (_sinkhorn_arguments(support=100 * _GRID, reg=1e-3), "reg"),
     ],
     ids=lambda value: value if isinstance(value, str) else "",
 )

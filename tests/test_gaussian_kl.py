@@ -226,21 +226,25 @@ def test_diag_translation_equivariance(params, w, shift, kernel) -> None:
     torch.testing.assert_close(moved_std, std)
 
 
-@pytest.mark.parametrize(
-    "kernel",
-    [
-        reverse_kl_barycenter_diag,
-        forward_kl_moments_diag,
-        reverse_kl_barycenter_full,
-        forward_kl_moments_full,
-    ],
-)
+KERNELS = [
+    reverse_kl_barycenter_diag,
+    forward_kl_moments_diag,
+    reverse_kl_barycenter_full,
+    forward_kl_moments_full,
+]
+
+
+def _random_experts(kernel, generator, batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(loc, scale)`` or ``(loc, cov)`` of random experts for ``kernel``."""
+    if kernel in (reverse_kl_barycenter_diag, forward_kl_moments_diag):
+        return random_diag_gaussian(generator, D, batch)
+    return random_full_gaussian(generator, D, batch)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
 def test_batched_equals_loop_and_weights_broadcast(kernel, generator) -> None:
     batch = (2, 3)
-    if kernel in (reverse_kl_barycenter_diag, forward_kl_moments_diag):
-        loc, spread = random_diag_gaussian(generator, D, (*batch, M))
-    else:
-        loc, spread = random_full_gaussian(generator, D, (*batch, M))
+    loc, spread = _random_experts(kernel, generator, (*batch, M))
     w = random_weights(generator, M, (3,), zeros=True)  # broadcasts over the first axis
     mean, bary = kernel(loc, spread, w)
     for i in range(batch[0]):
@@ -248,6 +252,17 @@ def test_batched_equals_loop_and_weights_broadcast(kernel, generator) -> None:
             mean_ij, bary_ij = kernel(loc[i, j], spread[i, j], w[j])
             torch.testing.assert_close(mean[i, j], mean_ij)
             torch.testing.assert_close(bary[i, j], bary_ij)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_empty_batch_gives_empty_results(kernel, generator) -> None:
+    loc, spread = _random_experts(kernel, generator, (2, M))
+    w = random_weights(generator, M, 2)
+    for whole, empty in zip(
+        kernel(loc, spread, w), kernel(loc[:0], spread[:0], w[:0]), strict=True
+    ):
+        assert empty.shape == (0, *whole.shape[1:])
+        torch.testing.assert_close(torch.cat([empty, whole]), whole)
 
 
 def test_uniform_default_and_normalisation(generator) -> None:

@@ -389,6 +389,15 @@ def _bad_cases() -> list[tuple[object, dict, str]]:
     batched = MixtureSameFamily(
         Categorical(torch.ones(4, 2)), MultivariateNormal(torch.zeros(4, 2, 2), torch.eye(2))
     )
+    # torch's own checks refuse a mixture without components; ours must too when they are off
+    empty = MixtureSameFamily(
+        Categorical(torch.ones(0), validate_args=False),
+        Independent(Normal(torch.zeros(0, 2), torch.ones(0, 2)), 1),
+        validate_args=False,
+    )
+    flat = MixtureSameFamily(
+        Categorical(torch.ones(2)), Independent(Normal(torch.zeros(2, 0), torch.ones(2, 0)), 1)
+    )
     big = MixtureSameFamily(
         Categorical(torch.ones(101)),
         Independent(Normal(torch.zeros(101, 1), torch.ones(101, 1)), 1),
@@ -400,6 +409,8 @@ def _bad_cases() -> list[tuple[object, dict, str]]:
         ([nu, laplace], {}, r"`mixtures\[1\].component_distribution` must be"),
         ([nu, batched], {}, r"`mixtures\[1\]` has batch shape \(4,\)"),
         ([nu, _full_gmm(1, 2, 3)], {}, "`mixtures` have different event sizes"),
+        ([nu, empty], {}, r"`mixtures\[1\]` has no components"),
+        ([flat, flat], {}, r"`mixtures\[0\].component_distribution` must have an event size"),
         ([nu, nu], {"weights": [0.5, -0.5]}, "`weights` must be non-negative"),
         ([nu, nu], {"weights": [0.5, float("nan")]}, "`weights` contains NaN"),
         ([nu, nu], {"weights": [0.0, 0.0]}, "`weights`"),

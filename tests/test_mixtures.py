@@ -6,7 +6,17 @@ import math
 
 import pytest
 import torch
-from helpers import FAMILIES, diagonal, full, params, random_experts, rebuild
+from helpers import (
+    FAMILIES,
+    assert_empty_concatenates,
+    diagonal,
+    full,
+    params,
+    random_experts,
+    rebuild,
+    rows,
+    validation,  # noqa: F401 (a fixture)
+)
 from strategies import random_weights
 
 import barycentric as bc
@@ -103,6 +113,25 @@ def test_log_prob_is_a_logsumexp_over_subsets(family, generator) -> None:
                 terms.append(component.log_prob(x)[:, row])
         expected.append(torch.logsumexp(torch.stack(terms, -1), -1) - math.log(len(terms)))
     torch.testing.assert_close(mixture.log_prob(x), torch.stack(expected, -1))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("divergence", DIVERGENCES)
+def test_subsets_without_a_present_expert_hold_the_standard_normal(
+    divergence, family, generator
+) -> None:
+    experts = random_experts(generator, family, D, (B, M))
+    loc, spread = params(experts)
+    mask = torch.tensor([[True, False, False], [False, True, True]])
+    garbage = rebuild(experts, torch.where(mask[..., None], loc, torch.nan), spread, False)
+    mixture = bc.mixture_of_barycenters(garbage, "all", divergence=divergence, mask=mask)
+    absent = ~(subset_masks("all", M) & mask.unsqueeze(-2)).any(-1)
+    assert absent.sum() == 3 + 1  # {1}, {2}, {1, 2} in row 0; {0} in row 1
+    assert bool((mixture.mixture_distribution.probs[absent] == 0).all())
+    loc_absent, spread_absent = (t[absent] for t in params(mixture.component_distribution))
+    torch.testing.assert_close(loc_absent, torch.zeros_like(loc_absent))
+    unit = torch.eye(D, dtype=loc.dtype) if family == "full" else torch.ones(D, dtype=loc.dtype)
+    torch.testing.assert_close(spread_absent, unit.expand_as(spread_absent))
 
 
 def test_empty_subset_does_not_leak_into_log_prob() -> None:
@@ -209,3 +238,20 @@ def test_gradcheck_component_parameters(divergence, family, generator) -> None:
         return mixture.component_distribution.mean, params(mixture.component_distribution)[1]
 
     assert torch.autograd.gradcheck(components, (loc, spread))
+
+
+@pytest.mark.usefixtures("validation")
+@pytest.mark.parametrize("subsets", ["all", "singletons", 2])
+@pytest.mark.parametrize("divergence", DIVERGENCES)
+@pytest.mark.parametrize("family", FAMILIES)
+def test_empty_batch_gives_an_empty_mixture(family, divergence, subsets, generator) -> None:
+    experts = random_experts(generator, family, D, (B, M))
+    mask = torch.tensor([[True, False, True], [True, True, True]])
+    whole = bc.mixture_of_barycenters(experts, subsets, divergence=divergence, mask=mask)
+    empty = bc.mixture_of_barycenters(
+        rows(experts, slice(0, 0)), subsets, divergence=divergence, mask=mask[:0]
+    )
+    assert_empty_concatenates(empty, whole)
+    count = whole.mixture_distribution.probs.shape[-1]
+    assert empty.component_distribution.batch_shape == (0, count)
+    assert bc.stratified_rsample(empty, 3).shape == (3, 0, count, D)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -49,6 +50,11 @@ def test_size_k_gives_every_combination(m, k) -> None:
     assert chosen == list(itertools.combinations(range(m), k))
 
 
+@pytest.mark.parametrize("k", [np.int64(2), np.int32(2), np.uint8(2)])
+def test_numpy_integer_size_is_an_int(k) -> None:
+    assert torch.equal(subset_masks(k, 4), subset_masks(2, 4))
+
+
 def test_bool_tensor_is_returned_as_given() -> None:
     members = torch.tensor([[True, False, True], [False, True, False]])
     assert torch.equal(subset_masks(members, 3), members)
@@ -67,7 +73,10 @@ def test_device_is_respected() -> None:
         4,
         -1,
         True,
+        np.True_,
         2.0,
+        np.float64(2.0),
+        np.int64(4),
         torch.ones(2, 3),
         torch.ones(2, 4, dtype=torch.bool),
         torch.ones(3, dtype=torch.bool),

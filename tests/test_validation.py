@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from helpers import diagonal, full
@@ -218,7 +219,49 @@ CASES = [
         lambda: bc.product_of_experts(_diag(), prior=diagonal(_zeros(B + 1, D), _ones(B + 1, D))),
     ),
     ("n", lambda: bc.stratified_rsample(bc.mixture_of_barycenters(_diag()), 0)),
+    ("n", lambda: bc.stratified_rsample(bc.mixture_of_barycenters(_diag()), True)),
+    ("n", lambda: bc.stratified_rsample(bc.mixture_of_barycenters(_diag()), 2.0)),
+    ("n", lambda: bc.stratified_rsample(bc.mixture_of_barycenters(_diag()), np.float64(2.0))),
     ("mixture", lambda: bc.stratified_rsample(_diag(), 2)),
+    # types
+    ("dim", lambda: bc.wasserstein_barycenter(_diag(), dim=1.0)),
+    ("dim", lambda: bc.kl_barycenter(_diag(), dim=True)),
+    ("dim", lambda: bc.mixture_of_barycenters(_diag(), dim=1.0)),
+    ("dim", lambda: bc.product_of_experts(_full(), dim="1")),
+    ("subsets", lambda: bc.mixture_of_barycenters(_diag(), np.float64(2.0))),
+    ("loc", lambda: F.wasserstein_barycenter_diag(_zeros(M, D).to(torch.complex128), _ones(M, D))),
+    ("cov", lambda: F.reverse_kl_barycenter_full(_zeros(M, D), _eyes(M).to(torch.complex128))),
+    # broadcasting of a sequence of experts
+    (
+        "experts",
+        lambda: bc.wasserstein_barycenter(
+            [diagonal(_zeros(B, D), _ones(B, D)), diagonal(_zeros(B + 1, D), _ones(B + 1, D))]
+        ),
+    ),
+    (
+        "experts",
+        lambda: bc.mixture_of_barycenters(
+            [full(_zeros(B, D), _eyes(B)), full(_zeros(2, D), _eyes(2))]
+        ),
+    ),
+    # event size 0
+    *(
+        ("loc", lambda kernel=kernel, spread=spread: kernel(_zeros(B, M, 0), spread))
+        for kernel, spread in [
+            (F.wasserstein_barycenter_diag, _ones(B, M, 0)),
+            (F.reverse_kl_barycenter_diag, _ones(B, M, 0)),
+            (F.forward_kl_moments_diag, _ones(B, M, 0)),
+            (F.wasserstein_barycenter_full, _ones(B, M, 0, 0)),
+            (F.reverse_kl_barycenter_full, _ones(B, M, 0, 0)),
+            (F.forward_kl_moments_full, _ones(B, M, 0, 0)),
+        ]
+    ),
+    ("experts", lambda: bc.wasserstein_barycenter(_diag(_zeros(B, M, 0), _ones(B, M, 0)))),
+    ("experts", lambda: bc.kl_barycenter(_full(_zeros(B, M, 0), _ones(B, M, 0, 0)))),
+    ("experts", lambda: bc.mixture_of_barycenters(_diag(_zeros(B, M, 0), _ones(B, M, 0)))),
+    ("experts", lambda: bc.product_of_experts([full(_zeros(0), _ones(0, 0), False)] * M)),
+    ("p", lambda: bc.wasserstein_distance(_diag(_zeros(B, M, 0), _ones(B, M, 0)), _diag())),
+    ("q", lambda: bc.wasserstein_distance(_full(), _full(_zeros(B, M, 0), _ones(B, M, 0, 0)))),
 ]
 
 
@@ -245,3 +288,71 @@ def test_validation_flag_is_restored_by_the_fixture() -> None:
     assert torch.distributions.Distribution._validate_args
     with pytest.raises(ValueError, match="weights"):
         bc.kl_barycenter(_diag(), torch.tensor([2.0, -1.0, 1.0]))
+
+
+# --- inputs that are accepted: numpy integers, integer and mixed-dtype tensors -----------
+
+KERNELS = [
+    (F.wasserstein_barycenter_diag, False),
+    (F.reverse_kl_barycenter_diag, False),
+    (F.forward_kl_moments_diag, False),
+    (F.wasserstein_barycenter_full, True),
+    (F.reverse_kl_barycenter_full, True),
+    (F.forward_kl_moments_full, True),
+]
+
+
+def _integer_experts() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Integer means (B, M, D), scales (B, M, D) and SPD covariances (B, M, D, D)."""
+    loc = torch.arange(B * M * D).reshape(B, M, D) % 5 - 2
+    scale = torch.arange(B * M * D).reshape(B, M, D) % 3 + 1
+    cov = torch.tensor([[2, 1], [1, 3]]).expand(B, M, D, D) * scale[..., :1, None]
+    return loc, scale, cov
+
+
+@pytest.mark.parametrize("default", [torch.float32, torch.float64])
+@pytest.mark.parametrize(("kernel", "is_full"), KERNELS)
+def test_integer_parameters_are_promoted_to_the_default_float_dtype(
+    kernel, is_full, default
+) -> None:
+    loc, scale, cov = _integer_experts()
+    spread = cov if is_full else scale
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(default)
+    try:
+        got = kernel(loc, spread)
+    finally:
+        torch.set_default_dtype(previous)
+    want = kernel(loc.to(default), spread.to(default))
+    for tensor, expected in zip(got, want, strict=True):
+        assert tensor.dtype == default
+        torch.testing.assert_close(tensor, expected)
+
+
+@pytest.mark.parametrize(("kernel", "is_full"), KERNELS)
+def test_mixed_float_dtypes_promote_to_the_wider(kernel, is_full) -> None:
+    loc, scale, cov = (t.double() for t in _integer_experts())
+    spread = cov if is_full else scale
+    got = kernel(loc.float(), spread)
+    want = kernel(loc.float().double(), spread)
+    for tensor, expected in zip(got, want, strict=True):
+        assert tensor.dtype == torch.float64
+        torch.testing.assert_close(tensor, expected)
+
+
+def test_numpy_integers_count_and_index_like_ints(generator) -> None:
+    experts = diagonal(_zeros(B, M, D).normal_(generator=generator), _ones(B, M, D))
+    torch.testing.assert_close(
+        bc.wasserstein_barycenter(experts, dim=np.int64(0)).mean,
+        bc.wasserstein_barycenter(experts, dim=0).mean,
+    )
+    mixture = bc.mixture_of_barycenters(experts, np.int64(2))
+    pairs = bc.mixture_of_barycenters(experts, 2)
+    torch.testing.assert_close(
+        mixture.component_distribution.mean, pairs.component_distribution.mean
+    )
+    torch.manual_seed(0)
+    drawn = bc.stratified_rsample(mixture, np.int64(2))
+    torch.manual_seed(0)
+    torch.testing.assert_close(drawn, bc.stratified_rsample(mixture, 2))
+    assert drawn.shape == (2, B, 3, D)

@@ -20,6 +20,7 @@ from torch.distributions import (
     Normal,
 )
 
+from barycentric._validation import check_int
 from barycentric.functional import gaussian_kl, gaussian_wasserstein
 
 __all__ = ["DIAGONAL", "FULL", "Experts", "Family", "categorical", "family_of", "gather_experts"]
@@ -54,6 +55,12 @@ class Family:
         return spread if self.full else torch.diag_embed(spread.square())
 
 
+def _validate_args(batch: torch.Tensor) -> bool | None:
+    """torch's default validation, off for an empty batch: there is nothing to check, and
+    torch's constraints on vectors and matrices fail to reshape zero elements (torch 2.13)."""
+    return False if batch.numel() == 0 else None
+
+
 def categorical(weights: torch.Tensor) -> Categorical:
     """The categorical distribution of non-negative ``weights (..., K)``, normalised.
 
@@ -64,7 +71,7 @@ def categorical(weights: torch.Tensor) -> Categorical:
     """
     present = weights > 0
     logits = torch.where(present, torch.where(present, weights, 1.0).log(), -torch.inf)
-    return Categorical(logits=logits)
+    return Categorical(logits=logits, validate_args=_validate_args(logits))
 
 
 def _wasserstein_diagonal(
@@ -103,7 +110,7 @@ def _unpack_full(dist: Distribution) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _pack_full(loc: torch.Tensor, cov: torch.Tensor) -> Distribution:
-    return MultivariateNormal(loc, covariance_matrix=cov)
+    return MultivariateNormal(loc, covariance_matrix=cov, validate_args=_validate_args(loc))
 
 
 DIAGONAL = Family(
@@ -148,7 +155,10 @@ _REGISTRY: dict[type, Callable[[Distribution], Family | None]] = {
 
 
 def family_of(dist: object, name: str = "experts") -> Family:
-    """The :class:`Family` of a distribution; ``ValueError`` naming ``name`` otherwise."""
+    """The :class:`Family` of a distribution; ``ValueError`` naming ``name`` otherwise.
+
+    Gaussians of event size 0 are refused too: they have no dimension to average over.
+    """
     lookup = _REGISTRY.get(type(dist))
     family = lookup(dist) if lookup is not None else None
     if family is None:
@@ -156,6 +166,8 @@ def family_of(dist: object, name: str = "experts") -> Family:
             f"`{name}` must be Independent(Normal(loc, scale), 1) (diagonal) or "
             f"MultivariateNormal (full covariance), got {dist!r}"
         )
+    if dist.event_shape[-1] == 0:
+        raise ValueError(f"`{name}` must have an event size of at least 1, got event shape (0,)")
     return family
 
 
@@ -235,7 +247,11 @@ def _stack(experts: Sequence[Distribution]) -> tuple[Family, torch.Tensor, torch
     dims = {loc.shape[-1] for loc, _ in params}
     if len(dims) > 1:
         raise ValueError(f"`experts` have different event sizes {sorted(dims)}")
-    locs = torch.broadcast_tensors(*(loc for loc, _ in params))
+    try:
+        locs = torch.broadcast_tensors(*(loc for loc, _ in params))
+    except RuntimeError as error:
+        shapes = ", ".join(str(tuple(expert.batch_shape)) for expert in experts)
+        raise ValueError(f"`experts` have batch shapes {shapes} that do not broadcast") from error
     tail = (params[0][0].shape[-1],) * family.spread_dims
     batch = locs[0].shape[:-1]
     spreads = [spread.expand(*batch, *tail) for _, spread in params]
@@ -254,6 +270,7 @@ def gather_experts(experts: Distribution | Sequence[Distribution], dim: int = -1
     dim : int
         The experts' batch dimension.
     """
+    dim = check_int(dim, "dim")
     if isinstance(experts, Distribution):
         family = family_of(experts)
         batch = experts.batch_shape

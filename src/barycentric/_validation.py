@@ -4,11 +4,14 @@ Checks follow the convention of :mod:`torch.distributions`: they run when
 ``torch.distributions.Distribution`` validation is on (the default) and are skipped
 after ``torch.distributions.Distribution.set_default_validate_args(False)``, so hot
 training loops can switch them off in one place for torch and barycentric alike.
-Every failed check raises :class:`ValueError` naming the offending argument.
+Checks of types and shapes cost nothing and always run. Every failed check raises
+:class:`ValueError` naming the offending argument.
 """
 
 from __future__ import annotations
 
+import functools
+import operator
 from collections.abc import Sequence
 
 import torch
@@ -16,11 +19,13 @@ from torch.distributions import Distribution
 
 __all__ = [
     "check_finite",
+    "check_int",
     "check_nonnegative",
     "check_positive",
     "check_same_length",
     "check_spd",
     "check_symmetric",
+    "floating_dtype",
     "validation_enabled",
 ]
 
@@ -86,3 +91,36 @@ def check_same_length(items: Sequence[object], expected: int, name: str) -> None
     """Raise ``ValueError`` if ``items`` does not have ``expected`` entries."""
     if len(items) != expected:
         raise ValueError(f"`{name}` must have {expected} entries, got {len(items)}")
+
+
+def check_int(value: object, name: str, *, minimum: int | None = None) -> int:
+    """``value`` as a Python ``int``; ``ValueError`` naming ``name`` unless it is an integer.
+
+    Accepts what :func:`operator.index` accepts (Python and numpy integers, one-element
+    integer tensors) except booleans, which are flags rather than counts or axes, and
+    refuses floats, even integral ones, as :func:`range` does.
+    """
+    if isinstance(value, bool) or (isinstance(value, torch.Tensor) and value.dtype == torch.bool):
+        raise ValueError(f"`{name}` must be an integer, got the bool {value!r}")
+    try:
+        index = operator.index(value)
+    except TypeError as error:
+        raise ValueError(f"`{name}` must be an integer, got {value!r}") from error
+    if minimum is not None and index < minimum:
+        raise ValueError(f"`{name}` must be an integer of at least {minimum}, got {index}")
+    return index
+
+
+def floating_dtype(*named: tuple[str, torch.Tensor]) -> torch.dtype:
+    """The dtype to compute in with the tensors of ``(name, tensor)`` pairs: their promoted one.
+
+    Mixed floating dtypes promote as torch's arithmetic does (float32 with float64 gives
+    float64); integer or bool data alone give the default float dtype, as
+    :func:`torch.sqrt` does. Complex data raise ``ValueError`` naming the argument:
+    Gaussians here are real.
+    """
+    for name, tensor in named:
+        if tensor.is_complex():
+            raise ValueError(f"`{name}` must be real, got {tensor.dtype}")
+    dtype = functools.reduce(torch.promote_types, (tensor.dtype for _, tensor in named))
+    return dtype if dtype.is_floating_point else torch.get_default_dtype()

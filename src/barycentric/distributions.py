@@ -22,6 +22,7 @@ import torch
 from torch.distributions import Distribution, MixtureSameFamily
 
 from barycentric._families import FULL, Experts, categorical, family_of, gather_experts
+from barycentric._validation import floating_dtype
 from barycentric.functional._experts import check_gaussian, prepare_experts
 
 __all__ = [
@@ -326,7 +327,8 @@ def wasserstein_distance(
     ----------
     p, q : Distribution
         ``Independent(Normal, 1)`` or ``MultivariateNormal`` with the same event size and
-        broadcastable batch shapes.
+        broadcastable batch shapes; of different dtypes, they are compared in the
+        promoted one (float32 and float64 give float64), as the barycenters do.
     squared : bool
         Return :math:`W_2^2` instead of :math:`W_2` (whose gradient is infinite at
         :math:`p = q`).
@@ -334,6 +336,7 @@ def wasserstein_distance(
     Returns
     -------
     Tensor, shape: the broadcast batch shape
+        In the promoted dtype of ``p``'s and ``q``'s parameters.
 
     Examples
     --------
@@ -359,6 +362,8 @@ def wasserstein_distance(
             "that do not broadcast"
         ) from error
     (loc_p, spread_p), (loc_q, spread_q) = family_p.unpack(p), family_q.unpack(q)
+    dtype = floating_dtype(("p", loc_p), ("p", spread_p), ("q", loc_q), ("q", spread_q))
+    loc_p, spread_p, loc_q, spread_q = (t.to(dtype) for t in (loc_p, spread_p, loc_q, spread_q))
     check_gaussian(loc_p, spread_p, full=family_p.full)
     check_gaussian(loc_q, spread_q, full=family_q.full)
     if family_p is family_q:

@@ -13,7 +13,6 @@ POT's operations are differentiable:
 from __future__ import annotations
 
 import math
-import operator
 import warnings
 from collections.abc import Sequence
 
@@ -23,8 +22,10 @@ import torch
 
 from barycentric._validation import (
     check_finite,
+    check_int,
     check_nonnegative,
     check_same_length,
+    floating_dtype,
     validation_enabled,
 )
 from barycentric.functional._experts import prepare_weights
@@ -120,8 +121,6 @@ def empirical_barycenter(
         ``"free_support"``, 10000 for ``"sinkhorn"``) and ``stopThr`` (stopping
         threshold; default 1e-7 on the squared displacement of the atoms for
         ``"free_support"``, 1e-4 on the spread of the K marginals for ``"sinkhorn"``).
-        A solve that stops at ``numItermax`` warns (a :class:`RuntimeWarning` for
-        ``"free_support"``, POT's :class:`UserWarning` for ``"sinkhorn"``).
 
     Returns
     -------
@@ -144,6 +143,14 @@ def empirical_barycenter(
         :mod:`torch.distributions`' validation flag.
     TypeError
         For a ``**solver`` option other than ``numItermax`` and ``stopThr``.
+
+    Warns
+    -----
+    RuntimeWarning
+        If the solver stops at ``numItermax`` before reaching ``stopThr``. No other
+        warning reaches the caller: POT's own (its convergence message, and torch's
+        deprecation of ``.T`` on 1-D tensors inside POT's Sinkhorn barycenter) are
+        replaced or silenced.
 
     Notes
     -----
@@ -215,7 +222,7 @@ def _free_support(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     if len(samples) == 0:
         raise ValueError("`samples` must hold at least one point cloud")
-    like = _floating(samples[0])
+    like = _floating(samples[0], "samples[0]")
     clouds = [_like(cloud, like) for cloud in samples]
     for i, cloud in enumerate(clouds):
         if cloud.ndim != 2 or cloud.shape[0] == 0:
@@ -232,9 +239,7 @@ def _free_support(
     masses = _cloud_masses(sample_weights, clouds)
     lam = _barycentric_weights(weights, len(clouds), like)
     if support_size is not None:
-        support_size = operator.index(support_size)
-        if support_size < 1:
-            raise ValueError(f"`support_size` must be a positive integer, got {support_size}")
+        support_size = check_int(support_size, "support_size", minimum=1)
     if init is None:
         k = max(cloud.shape[0] for cloud in clouds) if support_size is None else support_size
         init = _draw_from_mixture(clouds, masses, lam, k)
@@ -273,7 +278,7 @@ def _sinkhorn(
     support: Array | None,
     options: dict[str, float],
 ) -> tuple[torch.Tensor | None, torch.Tensor]:
-    histograms = _floating(samples)
+    histograms = _floating(samples, "samples")
     if histograms.ndim != 2 or 0 in histograms.shape:
         raise ValueError(
             "`samples` must be a non-empty (n, K) tensor of K histograms as columns for "
@@ -302,9 +307,18 @@ def _sinkhorn(
             raise ValueError(f"`support` must have shape ({n}, d), got {tuple(support.shape)}")
         check_finite(support, "support")
         cost = ot.dist(support, support)
-    barycenter = ot.bregman.barycenter(
-        histograms, cost, reg, weights=lam, method="sinkhorn", **options
-    )
+    with warnings.catch_warnings():
+        # POT transposes the 1-D weights with `.T`, which torch deprecates: POT's to fix,
+        # nothing the caller can act on.
+        warnings.filterwarnings(
+            "ignore",
+            message=r"The use of `x\.T` on tensors of dimension other than 2",
+            category=UserWarning,
+            module=r"ot\.",
+        )
+        barycenter, log = ot.bregman.barycenter(
+            histograms, cost, reg, weights=lam, method="sinkhorn", log=True, warn=False, **options
+        )
     if validation_enabled() and not bool(torch.isfinite(barycenter).all()):
         raise ValueError(
             f"the Sinkhorn barycenter is not finite: `reg`={reg_value:.3g} is too small for "
@@ -312,13 +326,24 @@ def _sinkhorn(
             f"exp(-cost / reg) underflows in {histograms.dtype}; increase `reg` or rescale "
             "the cost"
         )
+    # POT measures the spread every 10 iterations and stops as soon as it is below stopThr.
+    spread = log["err"][-1].item() if log["err"] else math.inf
+    if spread >= options["stopThr"]:
+        last = f"{spread:.3g}" if log["err"] else "not yet measured"
+        warnings.warn(
+            f"the Sinkhorn barycenter did not converge in numItermax={options['numItermax']} "
+            f"iterations (spread of the marginals {last}, stopThr={options['stopThr']:.3g}); "
+            "increase numItermax or `reg`",
+            RuntimeWarning,
+            stacklevel=3,
+        )
     return support, barycenter
 
 
-def _floating(x: Array) -> torch.Tensor:
-    """``x`` as a tensor, integer data promoted to the default float dtype."""
+def _floating(x: Array, name: str) -> torch.Tensor:
+    """``x`` as a real floating tensor, integer data promoted to the default float dtype."""
     tensor = torch.as_tensor(x)
-    return tensor if tensor.is_floating_point() else tensor.to(torch.get_default_dtype())
+    return tensor.to(floating_dtype((name, tensor)))
 
 
 def _like(x: Array | Sequence[float], like: torch.Tensor) -> torch.Tensor:

@@ -121,9 +121,9 @@ def gmm_barycenter(
     ------
     ValueError
         Naming the argument, for: an empty ``mixtures``; an entry that is not a
-        ``MixtureSameFamily`` of Gaussians or is batched; different event sizes;
-        ``weights`` with the wrong number of entries, negative, NaN or infinite, or all
-        zero; more than :data:`MAX_TUPLES` (:math:`10^6`) tuples.
+        ``MixtureSameFamily`` of Gaussians, is batched or has no components; event size 0
+        or different event sizes; ``weights`` with the wrong number of entries, negative,
+        NaN or infinite, or all zero; more than :data:`MAX_TUPLES` (:math:`10^6`) tuples.
 
     Notes
     -----
@@ -232,6 +232,8 @@ def _unpack_mixtures(
                 "mixtures (batch shape ()) are supported, loop over the batch"
             )
         family = family_of(mixture.component_distribution, f"{name}.component_distribution")
+        if mixture.component_distribution.batch_shape[-1] == 0:
+            raise ValueError(f"`{name}` has no components")
         families.append(family)
         params.append(family.unpack(mixture.component_distribution))
         masses.append(mixture.mixture_distribution.probs)

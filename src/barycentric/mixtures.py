@@ -20,7 +20,7 @@ import torch
 from torch.distributions import Distribution, MixtureSameFamily
 
 from barycentric._families import Family, categorical, gather_experts
-from barycentric._validation import validation_enabled
+from barycentric._validation import check_int, validation_enabled
 from barycentric.functional._experts import prepare_experts
 from barycentric.functional.subsets import SubsetSpec, subset_masks
 
@@ -70,8 +70,10 @@ def mixture_of_barycenters(
     MixtureSameFamily
         ``mixture_distribution.probs`` has shape ``(..., S)``;
         ``component_distribution`` is of the experts' family with batch shape
-        ``(..., S)``. Components of subsets with no present expert hold a finite
-        placeholder (their experts' barycenter ignoring ``mask``) with weight 0.
+        ``(..., S)``. In a row where a subset has no present expert, its component is
+        the standard normal :math:`\mathcal N(0, I)`, a finite placeholder with mixing
+        weight 0: the parameters of absent experts never reach the result or its
+        gradients.
 
     Raises
     ------
@@ -144,7 +146,7 @@ def stratified_rsample(mixture: MixtureSameFamily, n: int = 1) -> torch.Tensor:
         With a component family that has ``rsample`` (e.g. from
         :func:`mixture_of_barycenters`).
     n : int
-        Samples per component.
+        Samples per component, at least 1 (a Python or numpy integer).
 
     Returns
     -------
@@ -163,6 +165,5 @@ def stratified_rsample(mixture: MixtureSameFamily, n: int = 1) -> torch.Tensor:
         raise ValueError(f"`mixture` must be a MixtureSameFamily, got {type(mixture).__name__}")
     if not mixture.component_distribution.has_rsample:
         raise ValueError("`mixture`'s components have no reparameterised sampler")
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"`n` must be a positive int, got {n!r}")
+    n = check_int(n, "n", minimum=1)
     return mixture.component_distribution.rsample((n,))

@@ -5,6 +5,11 @@ Experts are stacked along the axis before the event axes: ``loc (..., M, d)``,
 non-negative, broadcastable to ``(..., M)``, and normalised to sum to one. Results drop the
 ``M`` axis. The distribution-level functions of :mod:`barycentric` are thin adapters over
 these.
+
+The barycenter kernels compute in the promoted dtype of ``loc`` and ``scale``/``cov``
+(float32 with float64 gives float64); integer or bool parameters are promoted to the
+default float dtype, as :func:`torch.sqrt` promotes them, and complex ones raise
+``ValueError``. The event size ``d`` must be at least 1.
 """
 
 from barycentric.functional.gaussian_kl import (

@@ -16,6 +16,7 @@ from barycentric._validation import (
     check_nonnegative,
     check_positive,
     check_spd,
+    floating_dtype,
     validation_enabled,
 )
 
@@ -101,12 +102,18 @@ def weighted_sum(weights: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     return torch.einsum("...m,...md->...d", weights, values)
 
 
+def _spread_name(full: bool) -> str:
+    return "cov" if full else "scale"
+
+
 def _check_shapes(loc: torch.Tensor, spread: torch.Tensor, full: bool) -> torch.Size:
     """The broadcast experts' shape ``(..., M)``; ``ValueError`` if the tensors disagree."""
-    name = "cov" if full else "scale"
+    name = _spread_name(full)
     if loc.ndim < 2:
         raise ValueError(f"`loc` must have shape (..., M, d), got {tuple(loc.shape)}")
     d = loc.shape[-1]
+    if d == 0:
+        raise ValueError(f"`loc` must have an event size d of at least 1, got {tuple(loc.shape)}")
     event = (d, d) if full else (d,)
     if spread.ndim < len(event) + 1 or spread.shape[spread.ndim - len(event) :] != event:
         expected = "(..., M, d, d)" if full else "(..., M, d)"
@@ -145,6 +152,7 @@ def prepare_experts(
     Parameters
     ----------
     loc : Tensor, shape (..., M, d)
+        ``d`` at least 1.
     spread : Tensor, shape (..., M, d) or (..., M, d, d)
         Standard deviations or covariances; batch dimensions broadcast against ``loc``'s.
     weights : Tensor or None
@@ -157,12 +165,16 @@ def prepare_experts(
     Returns
     -------
     loc, spread, weights : Tensor
-        Broadcast to a common ``(..., M)``; zero-weight experts hold zero mean and unit
-        spread; present ones are checked (finite means, positive scales, SPD covariances).
+        Broadcast to a common ``(..., M)`` and to the common floating dtype of ``loc`` and
+        ``spread`` (the default float dtype for integer data, see
+        :func:`~barycentric._validation.floating_dtype`); zero-weight experts hold zero
+        mean and unit spread; present ones are checked (finite means, positive scales, SPD
+        covariances).
     """
     batch = _check_shapes(loc, spread, full)
-    loc = loc.expand(*batch, loc.shape[-1])
-    spread = spread.expand(*batch, *spread.shape[-2 if full else -1 :])
+    dtype = floating_dtype(("loc", loc), (_spread_name(full), spread))
+    loc = loc.to(dtype).expand(*batch, loc.shape[-1])
+    spread = spread.to(dtype).expand(*batch, *spread.shape[-2 if full else -1 :])
     weights = prepare_weights(weights, batch, loc, normalise=normalise)
     present = weights > 0
     loc = torch.where(present.unsqueeze(-1), loc, 0.0)

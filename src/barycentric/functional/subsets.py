@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import numbers
 
 import torch
 
@@ -30,8 +31,9 @@ def subset_masks(
     subsets : {"all", "singletons"} or int or Tensor
         ``"all"``: every non-empty subset, :math:`2^M - 1` of them, ordered by size then
         lexicographically (singletons first, the full set last); ``"singletons"``: the
-        :math:`M` one-expert subsets (MoE); an int ``k``: all :math:`\\binom{M}{k}` subsets
-        of size ``k``; a bool tensor ``(S, M)``: the subsets as given.
+        :math:`M` one-expert subsets (MoE); an int ``k`` (Python or numpy): all
+        :math:`\\binom{M}{k}` subsets of size ``k``; a bool tensor ``(S, M)``: the
+        subsets as given.
     num_experts : int
         ``M``.
     device : torch.device, optional
@@ -65,7 +67,7 @@ def subset_masks(
         if subsets.shape[0] == 0 or not bool(subsets.any(-1).all()):
             raise ValueError("`subsets` must hold at least one subset and no empty subset")
         return subsets.to(device) if device is not None else subsets
-    if isinstance(subsets, bool) or not isinstance(subsets, str | int):
+    if isinstance(subsets, bool) or not isinstance(subsets, str | numbers.Integral):
         raise ValueError(
             f"`subsets` must be 'all', 'singletons', an int or a bool tensor, got {subsets!r}"
         )
@@ -73,7 +75,7 @@ def subset_masks(
         sizes = range(1, num_experts + 1)
     elif subsets == "singletons":
         sizes = range(1, 2)
-    elif isinstance(subsets, int) and 1 <= subsets <= num_experts:
+    elif isinstance(subsets, numbers.Integral) and 1 <= subsets <= num_experts:
         sizes = range(subsets, subsets + 1)
     else:
         raise ValueError(
