@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 # the package itself asks for a range, torch>=2.2.
 TORCH  ?= torch==2.13.0
 
-.PHONY: install demo test lint docs dist bench bench-quick check clean
+.PHONY: install demo test lint docs dist bench bench-quick bench-vae check clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -45,6 +45,10 @@ bench-quick: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py
+
+# The five aggregations of the multimodal VAE, 3 seeds each (about an hour on 2 cores).
+bench-vae: $(STAMP)
+	$(PY) benchmarks/vae_aggregations.py
 
 check: lint test docs dist bench-quick
 

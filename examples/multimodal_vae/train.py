@@ -62,6 +62,7 @@ DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "max_steps": None,
     "device": "cpu",
+    "threads": 1,
     "eval": {
         "num_importance_samples": 100,
         "max_eval_samples": 1000,
@@ -72,7 +73,7 @@ DEFAULTS: dict[str, Any] = {
 }
 #: Keys that may differ between a checkpoint and the run that resumes it.
 RESUMABLE_CHANGES = frozenset(
-    {"epochs", "max_steps", "device", "num_workers", "data_root", "eval", "notes"}
+    {"epochs", "max_steps", "device", "threads", "num_workers", "data_root", "eval", "notes"}
 )
 
 
@@ -103,8 +104,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-root", dest="data_root", help="data directory")
     parser.add_argument("--device", help="cpu or cuda")
     parser.add_argument("--max-steps", type=int, dest="max_steps", help="stop after N steps")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="CPU threads of torch's intra-op pool (default 1; 0: every CPU this process may "
+        "use): one thread keeps its speed when other processes share the cores",
+    )
     parser.add_argument("--seed", type=int)
     parser.add_argument("--run-dir", type=Path, help="default: runs/<dataset>-<aggregation>")
+    parser.add_argument(
+        "--classifiers",
+        type=Path,
+        help="coherence classifiers: read from this file if it exists, else trained and "
+        f"written to it (default: <run-dir>/{CLASSIFIERS_FILE}); lets runs share one judge",
+    )
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     mode.add_argument("--resume", action="store_true", help="continue from its checkpoint")
@@ -174,6 +187,7 @@ _NUMBERS: tuple[_NumberCheck, ...] = (
     ("batch_size", True, 0, True),
     ("epochs", True, 0, False),
     ("num_workers", True, 0, False),
+    ("threads", True, 0, False),
     ("seed", True, 0, False),
     ("lr", False, 0, True),
     ("beta", False, 0, False),
@@ -429,8 +443,7 @@ def _load_datasets(config: dict[str, Any]) -> tuple[MultimodalDataset, Multimoda
     )
 
 
-def _run_classifiers_only(config: dict[str, Any], run_dir: Path, overwrite: bool) -> int:
-    path = run_dir / CLASSIFIERS_FILE
+def _run_classifiers_only(config: dict[str, Any], path: Path, overwrite: bool) -> int:
     if path.exists() and not overwrite:
         raise ValueError(f"{path} already exists; pass --overwrite to retrain the classifiers")
     train_set, _ = _load_datasets(config)
@@ -440,7 +453,7 @@ def _run_classifiers_only(config: dict[str, Any], run_dir: Path, overwrite: bool
         seed=config["seed"],
         device=config["device"],
     )
-    run_dir.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
     save_classifiers(classifiers, train_set, path)
     print(f"classifiers for {config['dataset']} saved to {path}")
     return 0
@@ -457,11 +470,11 @@ def run(args: argparse.Namespace) -> int:
     """Train, evaluate, plot and report one run; see :func:`main`."""
     start = time.perf_counter()
     config, run_dir = resolve_config(args)
+    classifiers_path = args.classifiers or run_dir / CLASSIFIERS_FILE
     if args.train_classifiers:
-        return _run_classifiers_only(config, run_dir, args.overwrite)
+        return _run_classifiers_only(config, classifiers_path, args.overwrite)
     check_run_dir(run_dir, overwrite=args.overwrite, resume=args.resume)
-    if config["device"] == "cpu":
-        torch.set_num_threads(_available_cpus())
+    torch.set_num_threads(config["threads"] or _available_cpus())
     train_set, test_set = _load_datasets(config)
     torch.manual_seed(config["seed"])
     device = torch.device(config["device"])
@@ -481,7 +494,7 @@ def run(args: argparse.Namespace) -> int:
     train(model, optimiser, state, train_set, test_set, config, run_dir)
     eval_config = config["eval"]
     classifiers = load_or_train_classifiers(
-        run_dir / CLASSIFIERS_FILE,
+        classifiers_path,
         train_set,
         epochs=eval_config["classifier_epochs"],
         seed=config["seed"],

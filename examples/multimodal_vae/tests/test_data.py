@@ -262,11 +262,11 @@ def test_polymnist_mini_small_subset(tmp_path):
     xs, _ = train[0]
     assert len(xs) == 5 and all(x.shape == (3, 28, 28) for x in xs)
     assert all(0.0 <= x.min() and x.max() <= 1.0 for x in xs)
-    # backgrounds differ: per-modality mean colours are far apart
+    # backgrounds differ: per-modality mean colours are apart (dimmed to 30 %, hence 0.01)
     colours = torch.stack(
         [torch.stack([train[i][0][m] for i in range(40)]).mean((0, 2, 3)) for m in range(5)]
     )
-    assert torch.cdist(colours, colours).fill_diagonal_(1.0).min() > 0.02
+    assert torch.cdist(colours, colours).fill_diagonal_(1.0).min() > 0.01
     # generated once, then reused
     cache = next(tmp_path.glob("train-*.npz"))
     mtime = os.stat(cache).st_mtime_ns
@@ -274,9 +274,31 @@ def test_polymnist_mini_small_subset(tmp_path):
     assert os.stat(cache).st_mtime_ns == mtime and torch.equal(again[5][0][2], train[5][0][2])
 
 
+def test_polymnist_mini_dims_backgrounds_under_bright_digits(tmp_path):
+    dim = data.get_dataset("polymnist-mini", "test", root=tmp_path, n_per_class=3)
+    full = data.get_dataset(
+        "polymnist-mini", "test", root=tmp_path, n_per_class=3, background_brightness=1.0
+    )
+    assert {spec.likelihood for spec in dim.specs} == {"bernoulli"}
+    assert {spec.likelihood for spec in full.specs} == {"bernoulli"}
+    for a, b in zip(dim.arrays, full.arrays, strict=True):
+        a, b = a.astype(int), b.astype(int)
+        # Every pixel is dark background (≤ 30 % of 255) or bright stroke (≥ 70 %), all
+        # three channels alike: the digit stands out whatever the photo.
+        stroke = a.min(axis=1, keepdims=True) >= 178
+        assert (a[np.broadcast_to(~stroke, a.shape)] <= 77).all() and 0 < stroke.mean() < 0.5
+        # Same digits and crops as the undimmed set: the photo times 0.3, inverted under
+        # the digit.
+        expected = np.where(stroke, 255 - np.round(0.3 * (255 - b)), np.round(0.3 * b))
+        assert np.abs(a - expected).max() <= 1
+
+
 def test_polymnist_mini_rejects_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match="n_per_class"):
         data.get_dataset("polymnist-mini", root=tmp_path, n_per_class=501)
+    for brightness in (0.0, 1.5):
+        with pytest.raises(ValueError, match="background_brightness"):
+            data.get_dataset("polymnist-mini", root=tmp_path, background_brightness=brightness)
     with pytest.raises(ValueError, match="split"):
         data.get_dataset("polymnist-mini", "valid", root=tmp_path)
 

@@ -183,3 +183,39 @@ def test_train_classifiers_only(config, tmp_path, capsys):
     capsys.readouterr()
     code = main(["--config", str(config), "--run-dir", str(run_dir), "--train-classifiers"])
     assert_refused(capsys, code, "already exists")
+
+
+def test_shared_classifiers_file_is_trained_once_and_reused(config, tmp_path):
+    shared = tmp_path / "judge" / "classifiers.pt"
+    shared.parent.mkdir()
+    flags = ("--aggregation", "poe", "--max-steps", "1", "--classifiers", str(shared))
+    assert run(config, tmp_path / "a", *flags) == 0
+    written = shared.stat().st_mtime_ns
+    assert run(config, tmp_path / "b", *flags) == 0
+    assert shared.stat().st_mtime_ns == written
+    assert not (tmp_path / "a" / "classifiers.pt").exists()
+    accuracies = [
+        json.loads((tmp_path / r / "metrics.json").read_text())["classifier_accuracy"] for r in "ab"
+    ]
+    assert accuracies[0] == accuracies[1]  # the same judge for both runs
+
+
+@pytest.fixture
+def restore_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_threads_flag_sets_torch_pool(config, tmp_path, restore_threads):
+    run_dir = tmp_path / "run"
+    assert run(config, run_dir, "--aggregation", "wb", "--max-steps", "1", "--threads", "2") == 0
+    assert torch.get_num_threads() == 2
+    assert json.loads((run_dir / "config.json").read_text())["threads"] == 2
+    assert run(config, run_dir, "--aggregation", "wb", "--max-steps", "1", "--overwrite") == 0
+    assert torch.get_num_threads() == 1  # the default: steady on a shared machine
+
+
+def test_negative_threads_refused(config, tmp_path, capsys, restore_threads):
+    code = run(config, tmp_path / "run", "--aggregation", "wb", "--threads", "-1")
+    assert_refused(capsys, code, "threads must be non-negative")

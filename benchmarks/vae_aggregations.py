@@ -1,0 +1,267 @@
+"""The five aggregations of the multimodal VAE side by side: the paper's Figure 3 on a CPU.
+
+Usage::
+
+    python benchmarks/vae_aggregations.py [--seeds 0 1 2] [--aggregation NAME ...]
+                                          [--jobs 2] [--config FILE] [--max-steps N]
+                                          [--output DIR] [--runs DIR]
+
+Trains ``poe``, ``moe``, ``mopoe``, ``wb`` and ``mwb`` with ``examples/multimodal_vae/train.py``
+on the built-in PolyMNIST (``configs/polymnist_mini.json``: the demo's budget, the same for
+every aggregation), once per seed, and evaluates the three metrics by number of input
+modalities. Every run is judged by the same coherence classifiers, trained once first.
+Runs go ``--jobs`` at a time, each on one thread (one run per core beats two threads per
+run, and keeps its speed when something else shares the machine).
+
+Writes to ``DIR`` (default ``benchmarks/results/cpu``):
+
+* ``vae_aggregations.json``: every run's table, wall time and the environment;
+* ``vae_aggregations.md``: mean ± standard deviation over seeds, per aggregation and
+  number of inputs;
+* ``vae_aggregations.png``: latent linear probe, coherence and log-likelihood against the
+  number of inputs, one line per aggregation (error bars: ± one standard deviation).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "multimodal_vae"
+AGGREGATIONS = ("poe", "moe", "mopoe", "wb", "mwb")
+METRICS = {
+    "linear_probe": "latent linear probe (accuracy)",
+    "coherence": "cross-modal coherence (accuracy)",
+    "log_likelihood": "test log-likelihood (nats, Bernoulli)",
+}
+#: Chance level of the two accuracies (10 balanced classes).
+CHANCE = 0.1
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument(
+        "--aggregation", action="append", choices=AGGREGATIONS, help="repeatable; default all"
+    )
+    parser.add_argument("--jobs", type=int, default=2, help="runs at a time, one thread each")
+    parser.add_argument("--config", type=Path, default=EXAMPLE / "configs" / "polymnist_mini.json")
+    parser.add_argument("--max-steps", type=int, help="cap every run (a quick check)")
+    parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results" / "cpu")
+    parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "bench-vae")
+    args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error("--jobs must be at least 1")
+    return args
+
+
+def _train_command(args: argparse.Namespace, *extra: str) -> list[str]:
+    command = [sys.executable, str(EXAMPLE / "train.py"), "--config", str(args.config)]
+    command += ["--threads", "1", "--classifiers", str(args.runs / "classifiers.pt"), *extra]
+    if args.max_steps is not None:
+        command += ["--max-steps", str(args.max_steps)]
+    return command
+
+
+def _run_all(args: argparse.Namespace, jobs: list[tuple[str, int]]) -> dict[tuple[str, int], float]:
+    """Run every ``(aggregation, seed)``, ``args.jobs`` at a time; their wall times."""
+    pending = list(jobs)
+    running: dict[tuple[str, int], tuple[subprocess.Popen, float, Any]] = {}
+    wall: dict[tuple[str, int], float] = {}
+    while pending or running:
+        while pending and len(running) < args.jobs:
+            aggregation, seed = job = pending.pop(0)
+            run_dir = args.runs / f"{aggregation}-seed{seed}"
+            log = open(args.runs / f"{aggregation}-seed{seed}.log", "w")
+            command = _train_command(
+                args,
+                *("--aggregation", aggregation, "--seed", str(seed)),
+                *("--run-dir", str(run_dir), "--overwrite"),
+            )
+            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+            running[job] = (process, time.perf_counter(), log)
+        time.sleep(1)
+        for job, (process, start, log) in list(running.items()):
+            if process.poll() is None:
+                continue
+            log.close()
+            del running[job]
+            if process.returncode != 0:
+                raise SystemExit(f"{job} failed; see {log.name}")
+            wall[job] = time.perf_counter() - start
+            print(f"  {job[0]} seed {job[1]}: {wall[job]:.0f} s", flush=True)
+    return wall
+
+
+def _collect(
+    args: argparse.Namespace, jobs: list[tuple[str, int]], wall: dict[tuple[str, int], float]
+) -> list[dict[str, Any]]:
+    records = []
+    for aggregation, seed in jobs:
+        metrics = json.loads((args.runs / f"{aggregation}-seed{seed}" / "metrics.json").read_text())
+        records.append(
+            {
+                "aggregation": aggregation,
+                "seed": seed,
+                "steps": len(metrics["step_losses"]),
+                "wall_time_s": wall[aggregation, seed],
+                "eval": {
+                    metric: {int(k): v for k, v in row.items()}
+                    for metric, row in metrics["eval"].items()
+                },
+                "classifier_accuracy": metrics["classifier_accuracy"],
+            }
+        )
+    return records
+
+
+def _statistics(records: list[dict[str, Any]]) -> dict[str, dict[str, dict[int, tuple]]]:
+    """aggregation → metric → number of inputs → (mean, std over seeds)."""
+    stats: dict[str, dict[str, dict[int, tuple]]] = {}
+    for aggregation in dict.fromkeys(r["aggregation"] for r in records):
+        runs = [r for r in records if r["aggregation"] == aggregation]
+        stats[aggregation] = {}
+        for metric in METRICS:
+            by_k = sorted(runs[0]["eval"][metric])
+            values = {k: np.array([r["eval"][metric][k] for r in runs]) for k in by_k}
+            stats[aggregation][metric] = {
+                k: (float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0)
+                for k, v in values.items()
+            }
+    return stats
+
+
+def _markdown(stats: dict, records: list[dict[str, Any]], env: dict[str, Any]) -> str:
+    seeds = sorted({r["seed"] for r in records})
+    ks = sorted({k for s in stats.values() for row in s.values() for k in row})
+    lines = [
+        "# The five aggregations on the built-in PolyMNIST (CPU)",
+        "",
+        f"Mean ± standard deviation over {len(seeds)} seeds ({', '.join(map(str, seeds))}); "
+        f"every run {records[0]['steps']} steps of the demo's configuration, judged by the "
+        f"same coherence classifiers; chance is {CHANCE} for both accuracies. "
+        f"Generated by `python benchmarks/vae_aggregations.py` on {env['date']} "
+        f"({env['cpu']}, {env['jobs']} runs at a time, one thread each).",
+    ]
+    for metric, title in METRICS.items():
+        header = ["aggregation", *[f"{k} input{'s' if k > 1 else ''}" for k in ks]]
+        rows = []
+        for aggregation, by_metric in stats.items():
+            row = by_metric[metric]
+            precision = 0 if metric == "log_likelihood" else 3
+            rows.append(
+                [aggregation]
+                + [
+                    f"{row[k][0]:.{precision}f} ± {row[k][1]:.{precision}f}" if k in row else "–"
+                    for k in ks
+                ]
+            )
+        lines += ["", f"## {title}", "", _table(header, rows)]
+    accuracy = np.mean([list(r["classifier_accuracy"].values()) for r in records], axis=0)
+    names = list(records[0]["classifier_accuracy"])
+    wall = [r["wall_time_s"] for r in records]
+    lines += [
+        "",
+        "Coherence classifiers' accuracy on real test images (the ceiling of coherence): "
+        + ", ".join(f"{n} {a:.3f}" for n, a in zip(names, accuracy, strict=True))
+        + ".",
+        "",
+        f"Wall time per run: {min(wall):.0f}–{max(wall):.0f} s; the whole benchmark "
+        f"{env['total_wall_time_s'] / 60:.1f} min.",
+        "",
+        "![vae_aggregations](vae_aggregations.png)",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
+def _figure(stats: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    for axis, (metric, title) in zip(axes, METRICS.items(), strict=True):
+        for aggregation, by_metric in stats.items():
+            ks = sorted(by_metric[metric])
+            mean = [by_metric[metric][k][0] for k in ks]
+            std = [by_metric[metric][k][1] for k in ks]
+            axis.errorbar(ks, mean, yerr=std, marker="o", capsize=3, label=aggregation)
+        if metric != "log_likelihood":
+            axis.axhline(CHANCE, color="grey", linestyle=":", label="chance")
+        axis.set_title(title, fontsize=10)
+        axis.set_xlabel("number of input modalities")
+        axis.set_xticks(sorted({k for s in stats.values() for k in s[metric]}))
+    axes[0].legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def _environment(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            cpu = next(line.split(":", 1)[1].strip() for line in cpuinfo if "model name" in line)
+    except (OSError, StopIteration):
+        pass
+    config = args.config.resolve()
+    return {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "load_average_1min": os.getloadavg()[0],
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "config": str(config.relative_to(ROOT) if config.is_relative_to(ROOT) else config),
+        "jobs": args.jobs,
+        "max_steps": args.max_steps,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Train every aggregation and seed, then write the table, the figure and the records."""
+    args = _parse(argv)
+    start = time.perf_counter()
+    env = _environment(args)
+    args.runs.mkdir(parents=True, exist_ok=True)
+    args.output.mkdir(parents=True, exist_ok=True)
+    print("training the coherence classifiers", flush=True)
+    subprocess.run(
+        _train_command(args, "--train-classifiers", "--overwrite", "--run-dir", str(args.runs)),
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    jobs = [(a, s) for a in (args.aggregation or AGGREGATIONS) for s in args.seeds]
+    wall = _run_all(args, jobs)
+    records = _collect(args, jobs, wall)
+    env["total_wall_time_s"] = time.perf_counter() - start
+    stats = _statistics(records)
+    payload = {"environment": env, "records": records}
+    (args.output / "vae_aggregations.json").write_text(json.dumps(payload, indent=2) + "\n")
+    (args.output / "vae_aggregations.md").write_text(_markdown(stats, records, env))
+    _figure(stats, args.output / "vae_aggregations.png")
+    print((args.output / "vae_aggregations.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
