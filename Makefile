@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 # the package itself asks for a range, torch>=2.2.
 TORCH  ?= torch==2.13.0
 
-.PHONY: install demo test lint docs dist bench bench-quick bench-vae check clean
+.PHONY: install demo test lint docs dist bench bench-quick bench-vae bench-busy check clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -49,6 +49,10 @@ bench: $(STAMP)
 # The five aggregations of the multimodal VAE, 3 seeds each (about an hour on 2 cores).
 bench-vae: $(STAMP)
 	$(PY) benchmarks/vae_aggregations.py
+
+# Thread settings with and without a competing process (several minutes on 2 cores).
+bench-busy: $(STAMP)
+	$(PY) benchmarks/busy_cores.py
 
 check: lint test docs dist bench-quick
 
