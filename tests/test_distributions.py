@@ -588,16 +588,7 @@ def test_empty_batch_with_experts_along_dim_0(family, generator) -> None:
         ("diag", "implicit"),
         ("diag", "unroll"),
         ("full", "unroll"),
-        pytest.param(
-            "full",
-            "implicit",
-            marks=pytest.mark.xfail(
-                strict=True,
-                raises=RuntimeError,
-                reason="the implicit backward in functional/gaussian_wasserstein.py takes "
-                ".max() of an empty batch of adjoint changes",
-            ),
-        ),
+        ("full", "implicit"),
     ],
 )
 def test_empty_batch_backward(family, backward, generator) -> None:

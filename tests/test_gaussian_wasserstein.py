@@ -313,3 +313,27 @@ def test_distribution_adapter_reports_info() -> None:
     diag = torch.distributions.Independent(torch.distributions.Normal(loc, loc.exp()), 1)
     _, exact = bc.wasserstein_barycenter(diag, return_info=True)
     assert exact.iterations == 0 and bool(exact.converged.all())
+
+
+@pytest.mark.parametrize("backward", ["implicit", "unroll"])
+def test_empty_batch_has_empty_gradients(backward: str) -> None:
+    loc, cov, weights = _problem((2,), 3, 2)
+    loc, cov = loc[:0].clone().requires_grad_(), cov[:0].clone().requires_grad_()
+    mean, bary, info = wasserstein_barycenter_full(
+        loc, cov, weights[:0], backward=backward, return_info=True
+    )
+    assert bary.shape == (0, 2, 2) and info.converged.shape == (0,)
+    (mean.sum() + bary.sum()).backward()
+    assert loc.grad.shape == loc.shape and cov.grad.shape == cov.shape
+
+
+def test_mccann_in_float32_matches_float64_at_high_condition() -> None:
+    # the geodesic is formed without inverses (polar factor), so float32 keeps its digits
+    loc, cov, weights = _problem((16,), 2, 6, seed=3, cond=1e6)
+    _, reference = wasserstein_barycenter_full(loc, cov, weights)
+    _, bary = wasserstein_barycenter_full(loc.float(), cov.float(), weights.float())
+    error = torch.linalg.matrix_norm(bary.double() - reference) / torch.linalg.matrix_norm(
+        reference
+    )
+    assert error.max() <= 5e-5
+    assert (_fixed_point_residual(reference, cov, weights) < 1e-9).all()

@@ -1,4 +1,5 @@
-"""Matrix roots: exactness against SciPy, and gradients that stay finite at repeated eigenvalues."""
+"""Matrix roots and the polar decomposition: exactness against SciPy, round-off floors, failure
+isolation, and gradients that stay finite at repeated eigenvalues."""
 
 from __future__ import annotations
 
@@ -6,10 +7,11 @@ import numpy as np
 import pytest
 import scipy.linalg
 import torch
-from hypothesis import given
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from strategies import spd_matrices
 
-from barycentric.linalg import inv_sqrtm_psd, sqrtm_psd, symmetrise
+from barycentric.linalg import eigh_psd, inv_sqrtm_psd, polar, sqrtm_psd, symmetrise
 
 
 def _with_spectrum(eigenvalues: list[float], seed: int = 0) -> torch.Tensor:
@@ -96,3 +98,66 @@ def test_dtype_and_batch_shape_are_kept(dtype: torch.dtype) -> None:
         torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64),
         atol=1e-5,
     )
+
+
+@settings(max_examples=15)
+@given(seed=st.integers(0, 2**32 - 1), log_condition=st.floats(0, 10), d=st.integers(1, 5))
+def test_polar_matches_scipy(seed: int, log_condition: float, d: int) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    # X = U diag(σ) Vᵀ with singular values spread over `log_condition` decades
+    basis_u, _ = torch.linalg.qr(torch.randn(d, d, dtype=torch.float64, generator=generator))
+    basis_v, _ = torch.linalg.qr(torch.randn(d, d, dtype=torch.float64, generator=generator))
+    singular = 10.0 ** (log_condition * torch.rand(d, dtype=torch.float64, generator=generator))
+    x = (basis_u * singular) @ basis_v.mT
+    q, h = polar(x)
+    expected_q, expected_h = scipy.linalg.polar(x.numpy())
+    np.testing.assert_allclose(
+        q.numpy(), expected_q, atol=1e-10 * float(singular.max() / singular.min())
+    )
+    np.testing.assert_allclose(h.numpy(), expected_h, atol=1e-12 * float(singular.max()))
+    assert torch.allclose(q @ q.mT, torch.eye(d, dtype=torch.float64), atol=1e-12)
+    assert torch.allclose(h, h.mT) and torch.allclose(q @ h, x, atol=1e-12 * float(singular.max()))
+
+
+def test_polar_root_is_accurate_where_squaring_is_not() -> None:
+    # H = (XᵀX)^½ from the singular values of X keeps the digits that forming XᵀX loses:
+    # in float32 an eigenvalue 1e-10 of XᵀX is below round-off, its singular value 1e-5 is not
+    rotation = torch.tensor([[0.6, -0.8], [0.8, 0.6]], dtype=torch.float64)
+    x = (
+        rotation @ torch.diag(torch.tensor([1.0, 1e-5], dtype=torch.float64)) @ rotation.mT
+    ).float()
+    exact = torch.linalg.svdvals(x.double())[-1]
+    through_svd = torch.linalg.eigvalsh(polar(x)[1].double())[0]
+    through_square = torch.linalg.eigvalsh(sqrtm_psd(x.mT @ x).double())[0]
+    assert abs(through_svd - exact) <= 0.02 * exact
+    assert abs(through_square - exact) >= 10 * exact
+
+
+def test_eigenvalue_floor_is_relative_to_the_largest() -> None:
+    a = _with_spectrum([-1e-3, 0.0, 1.0, 4.0])
+    values, vectors = eigh_psd(a)
+    floor = torch.finfo(torch.float64).eps * 4.0
+    assert torch.allclose(values, torch.tensor([floor, floor, 1.0, 4.0], dtype=torch.float64))
+    assert torch.allclose(vectors @ vectors.mT, torch.eye(4, dtype=torch.float64))
+    # the inverse root of a singular or slightly indefinite matrix is bounded by the floor
+    inv_root = inv_sqrtm_psd(a)
+    assert torch.isfinite(inv_root).all()
+    assert torch.linalg.matrix_norm(inv_root, ord=2) <= 1.0001 * floor**-0.5
+
+
+@pytest.mark.parametrize("scale", [2.0**-100, 2.0**-60, 2.0**60, 2.0**120])
+def test_roots_are_scale_equivariant_in_float32(scale: float) -> None:
+    a = _with_spectrum([1e-6, 1e-3, 1.0]).float()
+    root, inv_root = sqrtm_psd(a), inv_sqrtm_psd(a)
+    assert torch.equal(sqrtm_psd(scale * a), scale**0.5 * root)
+    assert torch.equal(inv_sqrtm_psd(scale * a), scale**-0.5 * inv_root)
+
+
+def test_a_matrix_that_is_not_finite_only_spoils_its_own_slot() -> None:
+    a = _with_spectrum([1.0, 2.0, 3.0]).expand(4, 3, 3).clone()
+    a[1, 0, 2] = torch.nan
+    a[3, 1, 1] = torch.inf
+    for result in (sqrtm_psd(a), inv_sqrtm_psd(a), *polar(a)):
+        assert torch.isnan(result[[1, 3]]).all()
+        assert torch.isfinite(result[[0, 2]]).all()
+    torch.testing.assert_close(sqrtm_psd(a)[[0, 2]], sqrtm_psd(a[0]).expand(2, 3, 3))

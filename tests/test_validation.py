@@ -356,3 +356,31 @@ def test_numpy_integers_count_and_index_like_ints(generator) -> None:
     torch.manual_seed(0)
     torch.testing.assert_close(drawn, bc.stratified_rsample(mixture, 2))
     assert drawn.shape == (2, B, 3, D)
+
+
+@pytest.mark.parametrize("max_iter", [2.5, True, "3", 0], ids=["float", "bool", "str", "zero"])
+def test_max_iter_must_be_a_positive_integer(max_iter) -> None:
+    cov = torch.eye(2).expand(3, 2, 2)
+    with pytest.raises(ValueError, match="`max_iter`"):
+        F.wasserstein_barycenter_full(torch.zeros(3, 2), cov, max_iter=max_iter)
+
+
+def test_distance_kernels_promote_like_the_barycenters() -> None:
+    # W2² between N(0, I) and N(0, 4I) in 2-D is 2 (σ: 1 → 2 in each dimension).
+    zeros, ones = torch.zeros(2, dtype=torch.int64), torch.ones(2, dtype=torch.int64)
+    diag = F.wasserstein_distance_diag(zeros, ones, zeros, 2 * ones)
+    assert diag.dtype == torch.get_default_dtype() and diag.item() == 2.0
+    mixed = F.wasserstein_distance_full(
+        torch.zeros(2), torch.eye(2), torch.zeros(2, dtype=torch.float64), 4 * torch.eye(2).double()
+    )
+    assert mixed.dtype == torch.float64 and mixed.item() == pytest.approx(2.0, rel=1e-12)
+
+
+def test_integer_covariances_get_the_float_tolerance() -> None:
+    cov = torch.tensor([[[2, 1], [1, 2]], [[3, 0], [0, 1]], [[1, 0], [0, 5]]])
+    _, bary, info = F.wasserstein_barycenter_full(
+        torch.zeros(3, 2, dtype=torch.int64), cov, return_info=True
+    )
+    expected = F.wasserstein_barycenter_full(torch.zeros(3, 2), cov.float())[1]
+    assert bary.dtype == torch.float32 and bool(info.converged)
+    torch.testing.assert_close(bary, expected)

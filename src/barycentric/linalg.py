@@ -1,30 +1,58 @@
-"""Stable, differentiable square roots of symmetric positive semi-definite matrices.
+"""Stable, differentiable square roots and polar factors of matrices.
 
-Both roots are spectral functions :math:`f(A) = U f(\\Lambda) U^\\top` of the
-eigendecomposition :math:`A = U \\Lambda U^\\top`. Their backward pass uses the
-Daleckii–Krein formula
+The roots are spectral functions :math:`f(A) = U f(\\Lambda) U^\\top` of the
+eigendecomposition :math:`A = U \\Lambda U^\\top` of the symmetric part of :math:`A`; the
+polar decomposition :math:`X = Q H`, :math:`H = (X^\\top X)^{1/2}`, comes from the SVD of
+:math:`X`, so roots of Gram matrices are taken without forming them (:func:`polar`).
+
+Round-off. ``eigh`` resolves an eigenvalue only to about :math:`\\varepsilon \\lambda_{\\max}`
+(:math:`\\varepsilon` the dtype's machine epsilon), so eigenvalues below that level, negative
+ones included, are raised to it (singular values likewise, below
+:math:`\\varepsilon \\sigma_{\\max}`): the roots are real, the inverse root is bounded by
+:math:`(\\varepsilon \\lambda_{\\max})^{-1/2}`, and the floor scales with the matrix. Each
+matrix is divided by a power of two near its largest entry before LAPACK sees it (which
+would otherwise rescale very large or small matrices by other factors), so
+:math:`(cA)^{1/2} = c^{1/2} A^{1/2}` holds exactly for :math:`c = 4^k` and to round-off for
+every positive :math:`c` the dtype holds. A matrix that is not finite, or on which LAPACK
+fails, gets NaN in its own slot of the batch and leaves the others untouched.
+
+Derivatives. With :math:`X = A^{1/2}`, the Daleckii–Krein formula for the root is the
+solution of the Lyapunov equation
 
 .. math::
 
-    \\bar A = U \\left( (U^\\top \\bar X U) \\circ K \\right) U^\\top,
-    \\qquad K_{ij} = \\frac{f(\\lambda_i) - f(\\lambda_j)}{\\lambda_i - \\lambda_j},
+    X \\bar A + \\bar A X = \\bar X, \\qquad
+    \\bar A = U \\big( (U^\\top \\bar X U) \\circ K \\big) U^\\top,\\quad
+    K_{ij} = \\frac{1}{s_i + s_j},
 
-with the divided differences written in closed form, so that they stay finite when
-eigenvalues repeat (where differentiating :func:`torch.linalg.eigh` divides by zero):
+with :math:`s = \\lambda^{1/2}`, finite for repeated eigenvalues (where differentiating
+:func:`torch.linalg.eigh` divides by zero). The inverse root :math:`Y = X^{-1}` adds
+:math:`\\bar X \\mathrel{-}= Y \\bar Y Y`, i.e. :math:`K_{ij} = -1 / (s_i s_j (s_i + s_j))`.
+The Lyapunov solve :math:`Z = L_X(G)` is itself differentiable, by
 
-* :math:`f(\\lambda) = \\lambda^{1/2}`: :math:`K_{ij} = 1 / (s_i + s_j)`, i.e. the solution
-  of the Lyapunov equation :math:`X \\bar A + \\bar A X = \\bar X` in the eigenbasis;
-* :math:`f(\\lambda) = \\lambda^{-1/2}`: :math:`K_{ij} = -1 / (s_i s_j (s_i + s_j))`,
+.. math::
 
-where :math:`s = \\lambda^{1/2}`. Inputs are symmetrised first, so the functions (and
-their gradients) are well defined for every square matrix and gradients are symmetric.
+    \\bar G = L_X(\\bar Z), \\qquad \\bar X = -(\\bar G Z^\\top + Z^\\top \\bar G),
+
+(the solution map is self-adjoint, and :math:`dX\\,Z + X\\,dZ + dZ\\,X + Z\\,dX = 0`), written
+with the same solve: derivatives of every order come from the one eigendecomposition of the
+forward pass, with the same closed-form kernel, so second derivatives (Hessian-vector
+products, gradient penalties) are as exact and as stable as first ones. The polar factors
+use the same solve with :math:`H` in place of :math:`X` (see :func:`polar`).
 """
 
 from __future__ import annotations
 
 import torch
 
-__all__ = ["inv_sqrtm_psd", "sqrtm_psd", "symmetrise"]
+__all__ = [
+    "eigh_psd",
+    "inv_sqrtm_psd",
+    "polar",
+    "power_of_two_scale",
+    "sqrtm_psd",
+    "symmetrise",
+]
 
 
 def symmetrise(a: torch.Tensor) -> torch.Tensor:
@@ -41,42 +69,155 @@ def symmetrise(a: torch.Tensor) -> torch.Tensor:
     return 0.5 * (a + a.mT)
 
 
-def _eig_floor(eigenvalues: torch.Tensor) -> torch.Tensor:
-    # Round-off can push eigenvalues of a PSD matrix slightly below zero; the floor keeps
-    # the roots real and the divided differences finite.
-    return eigenvalues.clamp_min(torch.finfo(eigenvalues.dtype).tiny)
+def power_of_two_scale(value: torch.Tensor) -> torch.Tensor:
+    """The power of two :math:`2^{e-1} \\le v < 2^e` of a positive ``value``, detached.
+
+    Dividing by a power of two is exact, so normalising by it changes no digit (outside
+    the subnormal range) and makes whatever follows exactly equivariant under scaling by
+    powers of two; the largest finite ``value`` cannot overflow it. 0, inf and NaN give 1/2.
+
+    Parameters
+    ----------
+    value : Tensor, shape (...)
+
+    Returns
+    -------
+    Tensor, shape (...)
+    """
+    _, exponent = torch.frexp(value.detach())
+    return torch.ldexp(torch.ones_like(value.detach()), exponent - 1)
 
 
-class _SymmetricRoot(torch.autograd.Function):
-    """``A -> A^{power}`` for ``power`` in {1/2, -1/2}, with the closed-form backward."""
+def _matrix_scale(a: torch.Tensor) -> torch.Tensor:
+    """A power of two near the largest entry of each matrix ``(..., d, d) -> (..., 1)``:
+    LAPACK rescales matrices far from 1 by factors that are not powers of two."""
+    return power_of_two_scale(a.detach().abs().amax((-2, -1))).unsqueeze(-1)
+
+
+def _skew(a: torch.Tensor) -> torch.Tensor:
+    return 0.5 * (a - a.mT)
+
+
+def _decompose(decomposition, a: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """``decomposition(a)`` of a batch of matrices, isolated matrix by matrix.
+
+    A matrix that is not finite, or on which LAPACK fails, gets NaN factors in its own
+    slot: the batched LAPACK call stops at the first failure, so on failure the batch is
+    decomposed again one matrix at a time.
+    """
+    finite = torch.isfinite(a).all(-1).all(-1)
+    eye = torch.eye(a.shape[-1], dtype=a.dtype, device=a.device)
+    clean = torch.where(finite[..., None, None], a, eye)
+    try:
+        factors = tuple(decomposition(clean))
+    except torch.linalg.LinAlgError:
+        nan = tuple(torch.full_like(f, torch.nan) for f in decomposition(eye))
+        rows = []
+        for matrix in clean.reshape(-1, *a.shape[-2:]):
+            try:
+                rows.append(tuple(decomposition(matrix)))
+            except torch.linalg.LinAlgError:
+                rows.append(nan)
+        factors = tuple(
+            torch.stack(parts).reshape(*a.shape[:-2], *parts[0].shape)
+            for parts in zip(*rows, strict=True)
+        )
+    return tuple(
+        torch.where(finite.reshape(*finite.shape, *(1,) * (f.ndim - finite.ndim)), f, torch.nan)
+        for f in factors
+    )
+
+
+def eigh_psd(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eigendecomposition of positive semi-definite matrices, floored and isolated per matrix.
+
+    Eigenvalues of :math:`(A + A^\\top)/2` below :math:`\\varepsilon \\lambda_{\\max}` (the
+    resolution of ``eigh``; :math:`\\varepsilon` the dtype's machine epsilon, and at least the
+    smallest normal number) are raised to it. The matrix is divided by a power of two near
+    its largest entry first (and the eigenvalues multiplied back), so the result is exactly
+    equivariant under scaling by powers of two. Not differentiable: the functions built on
+    it (:func:`sqrtm_psd`, :func:`inv_sqrtm_psd`) carry the derivatives.
+
+    Parameters
+    ----------
+    a : Tensor, shape (..., d, d)
+
+    Returns
+    -------
+    eigenvalues : Tensor, shape (..., d)
+        Ascending, positive. NaN for a matrix that is not finite or on which ``eigh`` fails.
+    eigenvectors : Tensor, shape (..., d, d)
+        Orthonormal columns; NaN where the eigenvalues are.
+    """
+    scale = _matrix_scale(a)
+    values, vectors = _decompose(torch.linalg.eigh, symmetrise(a) / scale.unsqueeze(-1))
+    values = values * scale
+    info = torch.finfo(a.dtype)
+    return torch.maximum(values, (info.eps * values[..., -1:]).clamp_min(info.tiny)), vectors
+
+
+class _Lyapunov(torch.autograd.Function):
+    """``Z`` with ``X Z + Z X = G`` for ``X = U diag(s) Uᵀ``, differentiable in ``X`` and ``G``.
+
+    ``s`` and ``U`` only solve the equation fast; the derivatives flow through ``X`` (an
+    output of the function whose backward calls this, :class:`_PsdRoots` or
+    :class:`_Polar`, so they reach its input) and ``G``.
+    """
 
     @staticmethod
-    def forward(ctx, a: torch.Tensor, inverse: bool) -> torch.Tensor:
-        eigenvalues, vectors = torch.linalg.eigh(symmetrise(a))
-        roots = _eig_floor(eigenvalues).sqrt()
-        spectrum = roots.reciprocal() if inverse else roots
-        ctx.save_for_backward(roots, vectors)
-        ctx.inverse = inverse
-        return (vectors * spectrum.unsqueeze(-2)) @ vectors.mT
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        roots, vectors = ctx.saved_tensors
+    def forward(ctx, x, g, roots, vectors):
         kernel = (roots.unsqueeze(-1) + roots.unsqueeze(-2)).reciprocal()
-        if ctx.inverse:
-            kernel = -kernel / (roots.unsqueeze(-1) * roots.unsqueeze(-2))
-        inner = vectors.mT @ symmetrise(grad) @ vectors
-        return vectors @ (inner * kernel) @ vectors.mT, None
+        z = vectors @ ((vectors.mT @ g @ vectors) * kernel) @ vectors.mT
+        ctx.save_for_backward(x, z, roots, vectors)
+        return z
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, z, roots, vectors = ctx.saved_tensors
+        grad_g = _Lyapunov.apply(x, grad, roots, vectors)
+        grad_x = -(grad_g @ z.mT + z.mT @ grad_g) if ctx.needs_input_grad[0] else None
+        return grad_x, grad_g, None, None
+
+
+class _PsdRoots(torch.autograd.Function):
+    """``A -> A^{1/2}`` (and ``A^{-1/2}`` with ``inverse``) with a differentiable backward."""
+
+    @staticmethod
+    def forward(ctx, a, inverse):
+        values, vectors = eigh_psd(a)
+        roots = values.sqrt()
+        root = (vectors * roots.unsqueeze(-2)) @ vectors.mT
+        ctx.set_materialize_grads(False)
+        if not inverse:
+            ctx.save_for_backward(root, roots, vectors)
+            return root
+        inv_root = (vectors / roots.unsqueeze(-2)) @ vectors.mT
+        ctx.save_for_backward(root, roots, vectors, inv_root)
+        return root, inv_root
+
+    @staticmethod
+    def backward(ctx, grad_root, grad_inv_root=None):
+        root, roots, vectors, *inverse = ctx.saved_tensors
+        # d(A^{-1/2}) = -A^{-1/2} d(A^{1/2}) A^{-1/2}: the inverse's cotangent joins the root's
+        terms = [] if grad_root is None else [grad_root]
+        if grad_inv_root is not None:
+            (inv_root,) = inverse
+            terms.append(-inv_root.mT @ grad_inv_root @ inv_root.mT)
+        if not terms:
+            return None, None
+        return _Lyapunov.apply(root, symmetrise(sum(terms)), roots, vectors), None
 
 
 def sqrtm_psd(a: torch.Tensor) -> torch.Tensor:
     """Principal square root :math:`A^{1/2}` of symmetric positive semi-definite matrices.
 
-    Computed from the eigendecomposition of :math:`(A + A^\\top)/2`; eigenvalues below the
-    dtype's smallest normal number (round-off) are raised to it. The backward pass solves
-    the Lyapunov equation :math:`A^{1/2} \\bar A + \\bar A A^{1/2} = \\bar X` in the
-    eigenbasis, which stays finite for repeated eigenvalues.
+    Computed from the eigendecomposition of :math:`(A + A^\\top)/2`; eigenvalues below
+    :math:`\\varepsilon \\lambda_{\\max}` (round-off) are raised to it (see the module
+    docstring), so the root is finite, symmetric positive definite and
+    scale-equivariant, :math:`(cA)^{1/2} = c^{1/2} A^{1/2}`. The backward pass solves the
+    Lyapunov equation :math:`A^{1/2} \\bar A + \\bar A A^{1/2} = \\bar X` in the eigenbasis,
+    which stays finite for repeated eigenvalues and is itself differentiable (second
+    derivatives are exact). A matrix that is not finite gives NaN in its own slot only.
 
     Parameters
     ----------
@@ -95,11 +236,15 @@ def sqrtm_psd(a: torch.Tensor) -> torch.Tensor:
     tensor([[2., 0.],
             [0., 3.]])
     """
-    return _SymmetricRoot.apply(a, False)
+    return _PsdRoots.apply(a, False)
 
 
 def inv_sqrtm_psd(a: torch.Tensor) -> torch.Tensor:
     """Inverse principal square root :math:`A^{-1/2}` of symmetric positive definite matrices.
+
+    Eigenvalues below :math:`\\varepsilon \\lambda_{\\max}` are raised to it (see the module
+    docstring), so the result is finite, at most :math:`(\\varepsilon \\lambda_{\\max})^{-1/2}`
+    in norm, even for a singular or slightly indefinite input.
 
     Parameters
     ----------
@@ -110,7 +255,8 @@ def inv_sqrtm_psd(a: torch.Tensor) -> torch.Tensor:
     -------
     Tensor, shape (..., d, d)
         :math:`A^{-1/2}`, symmetric positive definite. Its backward pass uses the divided
-        difference :math:`-1 / (s_i s_j (s_i + s_j))` of :math:`\\lambda^{-1/2}`.
+        difference :math:`-1 / (s_i s_j (s_i + s_j))` of :math:`\\lambda^{-1/2}` and is
+        itself differentiable.
 
     Examples
     --------
@@ -119,4 +265,81 @@ def inv_sqrtm_psd(a: torch.Tensor) -> torch.Tensor:
     tensor([[0.5000, 0.0000],
             [0.0000, 0.2500]])
     """
-    return _SymmetricRoot.apply(a, True)
+    return _PsdRoots.apply(a, True)[1]
+
+
+class _Polar(torch.autograd.Function):
+    """``X -> (Q, H)``, ``X = Q H``, from one SVD, with a differentiable backward."""
+
+    @staticmethod
+    def forward(ctx, x):
+        scale = _matrix_scale(x)
+        u, singular, vh = _decompose(torch.linalg.svd, x / scale.unsqueeze(-1))
+        singular = singular * scale
+        info = torch.finfo(x.dtype)
+        singular = torch.maximum(singular, (info.eps * singular[..., :1]).clamp_min(info.tiny))
+        q = u @ vh
+        h = (vh.mT * singular.unsqueeze(-2)) @ vh
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(x, q, h, singular, vh.mT)
+        return q, h
+
+    @staticmethod
+    def backward(ctx, grad_q, grad_h):
+        x, q, h, singular, vectors = ctx.saved_tensors
+        # H dH + dH H = dXᵀX + XᵀdX, and dQ = QΩ with HΩ + ΩH = QᵀdX - dXᵀQ (Ω skew): both
+        # adjoints solve with L_H, which keeps symmetric and skew parts apart, so one solve
+        # of their sum serves both
+        terms = [] if grad_h is None else [symmetrise(grad_h)]
+        if grad_q is not None:
+            terms.append(_skew(q.mT @ grad_q))
+        if not terms:
+            return None
+        z = _Lyapunov.apply(h, sum(terms), singular, vectors)
+        return 2 * (x @ symmetrise(z) + q @ _skew(z))
+
+
+def polar(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Polar decomposition :math:`X = Q H` of square matrices.
+
+    :math:`H = (X^\\top X)^{1/2}` is symmetric positive semi-definite and :math:`Q` orthogonal,
+    both from the SVD :math:`X = U \\operatorname{diag}(\\sigma) V^\\top`: :math:`Q = U V^\\top`,
+    :math:`H = V \\operatorname{diag}(\\sigma) V^\\top`. Taking the root of
+    :math:`X^\\top X` from the singular values of :math:`X`, never forming :math:`X^\\top X`,
+    keeps its round-off at :math:`\\varepsilon \\|X\\|` instead of
+    :math:`\\varepsilon \\kappa(X) \\|X\\|`. Singular values below
+    :math:`\\varepsilon \\sigma_{\\max}` are raised to it.
+
+    The backward pass solves, with :math:`L_H(G)` the solution :math:`Z` of
+    :math:`H Z + Z H = G` (kernel :math:`1 / (\\sigma_i + \\sigma_j)`, finite for repeated
+    singular values, unlike differentiating the SVD),
+
+    .. math::
+
+        \\bar X = 2 X L_H(\\operatorname{sym} \\bar H)
+            + 2 Q L_H(\\operatorname{skew}(Q^\\top \\bar Q)),
+
+    and is itself differentiable (derivatives of every order).
+
+    Parameters
+    ----------
+    x : Tensor, shape (..., d, d)
+
+    Returns
+    -------
+    q : Tensor, shape (..., d, d)
+        Orthogonal polar factor.
+    h : Tensor, shape (..., d, d)
+        :math:`(X^\\top X)^{1/2}`. A matrix that is not finite gives NaN factors in its own
+        slot only.
+
+    Examples
+    --------
+    >>> import torch, barycentric as bc
+    >>> q, h = bc.linalg.polar(torch.tensor([[0.0, -2.0], [3.0, 0.0]]))
+    >>> q, h
+    (tensor([[ 0., -1.],
+            [ 1.,  0.]]), tensor([[3., 0.],
+            [0., 2.]]))
+    """
+    return _Polar.apply(x)
