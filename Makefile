@@ -10,16 +10,28 @@ TORCH  ?= torch==2.13.0
 
 .PHONY: install demo test lint docs dist bench bench-quick bench-vae bench-busy check clean
 
-$(STAMP): pyproject.toml
+BASE   := $(VENV)/.torch
+DEMO_STAMP := $(VENV)/.installed-examples
+
+# The demo needs only torch and the examples' extras (a fresh machine saves the docs and
+# release tools, and the byte-compiling of torch: `--no-compile`, modules compile on import).
+$(BASE): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q --no-compile "$(TORCH)"
+	touch $(BASE)
+
+$(DEMO_STAMP): $(BASE)
+	$(PY) -m pip install -q --no-compile -e ".[examples]"
+	touch $(DEMO_STAMP)
+
+$(STAMP): $(BASE)
 	$(PY) -m pip install -q -e ".[test,docs,examples,release]"
 	touch $(STAMP)
 
 install: $(STAMP)
 
-demo: $(STAMP)
+demo: $(DEMO_STAMP)
 	$(PY) examples/multimodal_vae/train.py --config examples/multimodal_vae/configs/polymnist_mini.json \
 		--aggregation mwb --run-dir runs/demo-mwb --overwrite
 
