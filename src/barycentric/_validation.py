@@ -25,7 +25,7 @@ __all__ = [
     "check_same_length",
     "check_spd",
     "check_symmetric",
-    "floating_dtype",
+    "promote_floating",
     "validation_enabled",
 ]
 
@@ -111,8 +111,8 @@ def check_int(value: object, name: str, *, minimum: int | None = None) -> int:
     return index
 
 
-def floating_dtype(*named: tuple[str, torch.Tensor]) -> torch.dtype:
-    """The dtype to compute in with the tensors of ``(name, tensor)`` pairs: their promoted one.
+def promote_floating(*named: tuple[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    """The tensors of ``(name, tensor)`` pairs in the dtype to compute in: their promoted one.
 
     Mixed floating dtypes promote as torch's arithmetic does (float32 with float64 gives
     float64); integer or bool data alone give the default float dtype, as
@@ -123,4 +123,6 @@ def floating_dtype(*named: tuple[str, torch.Tensor]) -> torch.dtype:
         if tensor.is_complex():
             raise ValueError(f"`{name}` must be real, got {tensor.dtype}")
     dtype = functools.reduce(torch.promote_types, (tensor.dtype for _, tensor in named))
-    return dtype if dtype.is_floating_point else torch.get_default_dtype()
+    if not dtype.is_floating_point:
+        dtype = torch.get_default_dtype()
+    return tuple(tensor.to(dtype) for _, tensor in named)

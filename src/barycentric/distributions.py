@@ -22,7 +22,7 @@ import torch
 from torch.distributions import Distribution, MixtureSameFamily
 
 from barycentric._families import FULL, Experts, categorical, family_of, gather_experts
-from barycentric._validation import floating_dtype
+from barycentric._validation import promote_floating
 from barycentric.functional._experts import check_gaussian, prepare_experts
 
 __all__ = [
@@ -362,8 +362,9 @@ def wasserstein_distance(
             "that do not broadcast"
         ) from error
     (loc_p, spread_p), (loc_q, spread_q) = family_p.unpack(p), family_q.unpack(q)
-    dtype = floating_dtype(("p", loc_p), ("p", spread_p), ("q", loc_q), ("q", spread_q))
-    loc_p, spread_p, loc_q, spread_q = (t.to(dtype) for t in (loc_p, spread_p, loc_q, spread_q))
+    loc_p, spread_p, loc_q, spread_q = promote_floating(
+        ("p", loc_p), ("p", spread_p), ("q", loc_q), ("q", spread_q)
+    )
     check_gaussian(loc_p, spread_p, full=family_p.full)
     check_gaussian(loc_q, spread_q, full=family_q.full)
     if family_p is family_q:

@@ -25,7 +25,7 @@ from barycentric._validation import (
     check_int,
     check_nonnegative,
     check_same_length,
-    floating_dtype,
+    promote_floating,
     validation_enabled,
 )
 from barycentric.functional._experts import prepare_weights
@@ -343,7 +343,7 @@ def _sinkhorn(
 def _floating(x: Array, name: str) -> torch.Tensor:
     """``x`` as a real floating tensor, integer data promoted to the default float dtype."""
     tensor = torch.as_tensor(x)
-    return tensor.to(floating_dtype((name, tensor)))
+    return promote_floating((name, tensor))[0]
 
 
 def _like(x: Array | Sequence[float], like: torch.Tensor) -> torch.Tensor:

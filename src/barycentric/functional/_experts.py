@@ -16,7 +16,7 @@ from barycentric._validation import (
     check_nonnegative,
     check_positive,
     check_spd,
-    floating_dtype,
+    promote_floating,
     validation_enabled,
 )
 
@@ -167,14 +167,14 @@ def prepare_experts(
     loc, spread, weights : Tensor
         Broadcast to a common ``(..., M)`` and to the common floating dtype of ``loc`` and
         ``spread`` (the default float dtype for integer data, see
-        :func:`~barycentric._validation.floating_dtype`); zero-weight experts hold zero
+        :func:`~barycentric._validation.promote_floating`); zero-weight experts hold zero
         mean and unit spread; present ones are checked (finite means, positive scales, SPD
         covariances).
     """
     batch = _check_shapes(loc, spread, full)
-    dtype = floating_dtype(("loc", loc), (_spread_name(full), spread))
-    loc = loc.to(dtype).expand(*batch, loc.shape[-1])
-    spread = spread.to(dtype).expand(*batch, *spread.shape[-2 if full else -1 :])
+    loc, spread = promote_floating(("loc", loc), (_spread_name(full), spread))
+    loc = loc.expand(*batch, loc.shape[-1])
+    spread = spread.expand(*batch, *spread.shape[-2 if full else -1 :])
     weights = prepare_weights(weights, batch, loc, normalise=normalise)
     present = weights > 0
     loc = torch.where(present.unsqueeze(-1), loc, 0.0)

@@ -79,7 +79,7 @@ from typing import Literal, NamedTuple
 
 import torch
 
-from barycentric._validation import check_int, floating_dtype
+from barycentric._validation import check_int, promote_floating
 from barycentric.functional._experts import prepare_experts, weighted_sum
 from barycentric.linalg import polar, power_of_two_scale, sqrtm_psd, symmetrise
 
@@ -569,22 +569,13 @@ def wasserstein_distance_diag(
     Returns
     -------
     Tensor, shape (...)
-        In the promoted floating dtype of the inputs (see :func:`_promote`).
+        In the promoted floating dtype of the inputs (float32 with float64 gives float64,
+        integer data the default float dtype).
     """
-    loc_p, scale_p, loc_q, scale_q = _promote(
+    loc_p, scale_p, loc_q, scale_q = promote_floating(
         ("loc_p", loc_p), ("scale_p", scale_p), ("loc_q", loc_q), ("scale_q", scale_q)
     )
     return (loc_p - loc_q).square().sum(-1) + (scale_p - scale_q).square().sum(-1)
-
-
-def _promote(*named: tuple[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
-    """The tensors of ``(name, tensor)`` pairs in their common floating dtype.
-
-    float32 with float64 gives float64; integer data the default float dtype
-    (:func:`~barycentric._validation.floating_dtype`).
-    """
-    dtype = floating_dtype(*named)
-    return tuple(tensor.to(dtype) for _, tensor in named)
 
 
 def wasserstein_distance_full(
@@ -615,7 +606,7 @@ def wasserstein_distance_full(
     Tensor, shape (...)
         In the promoted floating dtype of the inputs.
     """
-    loc_p, cov_p, loc_q, cov_q = _promote(
+    loc_p, cov_p, loc_q, cov_q = promote_floating(
         ("loc_p", loc_p), ("cov_p", cov_p), ("loc_q", loc_q), ("cov_q", cov_q)
     )
     # W2^2 is 1-homogeneous in the covariances: compute at unit scale, where the product
