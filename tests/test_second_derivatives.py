@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from strategies import random_spd, random_weights
 
@@ -142,6 +142,7 @@ def test_barycenter_hessian_vector_products_match_finite_differences(seed, m, ba
 
 @settings(max_examples=8)
 @given(seed=SEEDS, log_condition=st.floats(0, 4))
+@example(seed=5, log_condition=0.0)  # p ≈ q: round-off puts the Bures term just below zero
 def test_distance_and_root_hessian_vector_products(seed: int, log_condition: float) -> None:
     generator = torch.Generator().manual_seed(seed)
     cov_p, cov_q = random_spd(generator, 3, (2,), 10.0**log_condition)

@@ -621,4 +621,7 @@ def wasserstein_distance_full(
         + torch.diagonal(cov_q, dim1=-2, dim2=-1).sum(-1)
         - 2 * torch.diagonal(cross, dim1=-2, dim2=-1).sum(-1)
     )
-    return (loc_p - loc_q).square().sum(-1) + scale * bures.clamp_min(0)
+    # the clamp removes round-off below zero (p ≈ q) from the value only: clamping the
+    # derivatives too would zero the Hessian there, where the true one is not zero
+    bures = bures + (bures.clamp_min(0) - bures).detach()
+    return (loc_p - loc_q).square().sum(-1) + scale * bures
