@@ -25,10 +25,7 @@ Writes to ``DIR`` (default ``benchmarks/results/cpu``):
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
-import platform
 import subprocess
 import sys
 import time
@@ -37,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from cases.common import environment, markdown_table
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "multimodal_vae"
@@ -168,7 +166,7 @@ def _markdown(stats: dict, records: list[dict[str, Any]], env: dict[str, Any]) -
                     for k in ks
                 ]
             )
-        lines += ["", f"## {title}", "", _table(header, rows)]
+        lines += ["", f"## {title}", "", markdown_table(header, rows)]
     accuracy = np.mean([list(r["classifier_accuracy"].values()) for r in records], axis=0)
     names = list(records[0]["classifier_accuracy"])
     wall = [r["wall_time_s"] for r in records]
@@ -184,11 +182,6 @@ def _markdown(stats: dict, records: list[dict[str, Any]], env: dict[str, Any]) -
         "![vae_aggregations](vae_aggregations.png)",
     ]
     return "\n".join(lines) + "\n"
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
 
 
 def _figure(stats: dict, path: Path) -> None:
@@ -218,20 +211,9 @@ def _figure(stats: dict, path: Path) -> None:
 def _environment(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            cpu = next(line.split(":", 1)[1].strip() for line in cpuinfo if "model name" in line)
-    except (OSError, StopIteration):
-        pass
     config = args.config.resolve()
     return {
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "load_average_1min": os.getloadavg()[0],
-        "torch": torch.__version__,
-        "python": platform.python_version(),
+        **environment(torch.device("cpu")),
         "config": str(config.relative_to(ROOT) if config.is_relative_to(ROOT) else config),
         "jobs": args.jobs,
         "max_steps": args.max_steps,

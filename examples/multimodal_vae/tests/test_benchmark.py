@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,8 @@ TINY = {
 
 @pytest.fixture(scope="module")
 def bench():
+    if str(SCRIPT.parent) not in sys.path:  # the script imports the benchmarks' `cases`
+        sys.path.insert(0, str(SCRIPT.parent))
     spec = importlib.util.spec_from_file_location("vae_aggregations", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
