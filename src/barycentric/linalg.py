@@ -128,6 +128,13 @@ def _decompose(decomposition, a: torch.Tensor) -> tuple[torch.Tensor, ...]:
     )
 
 
+def _resolution_floor(values: torch.Tensor, largest: torch.Tensor) -> torch.Tensor:
+    """``values`` raised to ``ε · largest`` (and at least the smallest normal number): the
+    resolution of LAPACK's eigen- and singular values (module docstring)."""
+    info = torch.finfo(values.dtype)
+    return torch.maximum(values, (info.eps * largest).clamp_min(info.tiny))
+
+
 def eigh_psd(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Eigendecomposition of positive semi-definite matrices, floored and isolated per matrix.
 
@@ -152,8 +159,7 @@ def eigh_psd(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     scale = _matrix_scale(a)
     values, vectors = _decompose(torch.linalg.eigh, symmetrise(a) / scale.unsqueeze(-1))
     values = values * scale
-    info = torch.finfo(a.dtype)
-    return torch.maximum(values, (info.eps * values[..., -1:]).clamp_min(info.tiny)), vectors
+    return _resolution_floor(values, values[..., -1:]), vectors
 
 
 class _Lyapunov(torch.autograd.Function):
@@ -276,8 +282,7 @@ class _Polar(torch.autograd.Function):
         scale = _matrix_scale(x)
         u, singular, vh = _decompose(torch.linalg.svd, x / scale.unsqueeze(-1))
         singular = singular * scale
-        info = torch.finfo(x.dtype)
-        singular = torch.maximum(singular, (info.eps * singular[..., :1]).clamp_min(info.tiny))
+        singular = _resolution_floor(singular, singular[..., :1])
         q = u @ vh
         h = (vh.mT * singular.unsqueeze(-2)) @ vh
         ctx.set_materialize_grads(False)
