@@ -72,15 +72,18 @@ differentiable backward (:mod:`barycentric.linalg`).
 
 from __future__ import annotations
 
-import itertools
 import math
 import warnings
 from typing import Literal, NamedTuple
 
 import torch
 
+from barycentric._threads import solver_threads
 from barycentric._validation import check_int, promote_floating
+from barycentric.functional._anderson import Anderson
 from barycentric.functional._experts import prepare_experts, weighted_sum
+from barycentric.functional._two_by_two import MAX_PROBLEMS, solve_two_by_two
+from barycentric.functional._warm_fixed_point import solve_warm
 from barycentric.linalg import polar, power_of_two_scale, sqrtm_psd, symmetrise
 
 __all__ = [
@@ -221,51 +224,38 @@ def _fixed_point_map(
     return symmetrise(factor @ factor.mT)
 
 
-class _Anderson:
-    """Anderson acceleration (type II, Walker & Ni 2011) of a batched matrix fixed point.
-
-    Keeps the last ``memory + 1`` iterates ``X_k`` and images ``F(X_k)`` and proposes
-    ``F(X_k) - ΔF γ`` with ``γ = argmin ‖r_k - Δr γ‖`` (``r = F(X) - X``), problem by
-    problem. A proposal that is not finite is replaced by the plain step ``F(X_k)``.
-    ``keep`` (a bool mask over the problems of the previous call) drops the histories of
-    problems that have left the iteration.
-    """
-
-    def __init__(self, memory: int) -> None:
-        self.memory = memory
-        self.points: list[torch.Tensor] = []
-        self.images: list[torch.Tensor] = []
-
-    def __call__(
-        self, point: torch.Tensor, image: torch.Tensor, keep: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        if keep is not None:
-            self.points = [p[keep] for p in self.points]
-            self.images = [f[keep] for f in self.images]
-        self.points = [*self.points, point.flatten(-2)][-(self.memory + 1) :]
-        self.images = [*self.images, image.flatten(-2)][-(self.memory + 1) :]
-        if len(self.points) < 2:
-            return image
-        residuals = [f - x for f, x in zip(self.images, self.points, strict=True)]
-        d_residual = torch.stack([b - a for a, b in itertools.pairwise(residuals)], -1)
-        d_image = torch.stack([b - a for a, b in itertools.pairwise(self.images)], -1)
-        gram = d_residual.mT @ d_residual
-        # a tiny ridge keeps the normal equations solvable once differences vanish
-        ridge = (
-            1e-10 * torch.diagonal(gram, dim1=-2, dim2=-1).sum(-1) + torch.finfo(gram.dtype).tiny
-        )
-        eye = torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
-        gamma, _ = torch.linalg.solve_ex(
-            gram + ridge[..., None, None] * eye, d_residual.mT @ residuals[-1].unsqueeze(-1)
-        )
-        mixed = (self.images[-1].unsqueeze(-1) - d_image @ gamma).reshape(image.shape)
-        return torch.where(torch.isfinite(mixed).all(-1).all(-1)[..., None, None], mixed, image)
-
-
-_ANDERSON_MEMORY = 4
-
-
 def _solve(
+    covs: torch.Tensor,
+    weights: torch.Tensor,
+    max_iter: int,
+    tol: float,
+    differentiable: bool,
+) -> tuple[torch.Tensor, FixedPointInfo]:
+    """The fixed point of each problem of ``covs (B, M, d, d)``, ``weights (B, M)``.
+
+    Outside autograd, by :func:`~barycentric.functional._warm_fixed_point.solve_warm` (a
+    few 2 × 2 problems on the CPU: :func:`~barycentric.functional._two_by_two.
+    solve_two_by_two`), and by :func:`_solve_robust` for the problems these do not accept
+    (ill-conditioned, singular or not finite); through autograd (``backward="unroll"``), by
+    :func:`_solve_robust`.
+    """
+    if differentiable:
+        return _solve_robust(covs, weights, max_iter, tol, differentiable)
+    small = covs.shape[-1] == 2 and covs.device.type == "cpu" and covs.shape[0] <= MAX_PROBLEMS
+    warm = (solve_two_by_two if small else solve_warm)(covs, weights, max_iter, tol)
+    info = FixedPointInfo(warm.iterations, warm.residual, warm.converged)
+    hard = torch.nonzero(~warm.accepted).squeeze(-1)
+    if hard.numel() == 0:
+        return warm.solution, info
+    solution, robust = _solve_robust(covs[hard], weights[hard], max_iter, tol, differentiable)
+    return warm.solution.index_copy(0, hard, solution), FixedPointInfo(
+        max(info.iterations, robust.iterations),
+        info.residual.index_copy(0, hard, robust.residual),
+        info.converged.index_copy(0, hard, robust.converged),
+    )
+
+
+def _solve_robust(
     covs: torch.Tensor,
     weights: torch.Tensor,
     max_iter: int,
@@ -295,7 +285,7 @@ def _solve(
         converged = alone
     active = torch.nonzero(~converged & torch.isfinite(factor).all(-1).all(-1)).squeeze(-1)
     factor = factor[active]
-    accelerate = None if differentiable else _Anderson(_ANDERSON_MEMORY)
+    accelerate = None if differentiable else Anderson()
     iterations = 0
     while active.numel() > 0 and iterations < max_iter:
         iterations += 1
@@ -380,9 +370,10 @@ class _ImplicitFixedPoint(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         solution, covs, weights = ctx.saved_tensors
-        grad_covs, grad_weights = _implicit_vjp(
-            solution, covs, weights, grad, ctx.needs_input_grad[1:3], ctx.max_iter, ctx.tol
-        )
+        with solver_threads(covs, _work(covs)):
+            grad_covs, grad_weights = _implicit_vjp(
+                solution, covs, weights, grad, ctx.needs_input_grad[1:3], ctx.max_iter, ctx.tol
+            )
         return None, grad_covs, grad_weights, None, None
 
 
@@ -403,6 +394,11 @@ def _mccann(covs: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     root, other = sqrtm_psd(first), sqrtm_psd(second)
     factor = (1 - t) * root + t * other @ polar(other @ root)[0]
     return torch.where(t == 0, first, symmetrise(factor @ factor.mT))
+
+
+def _work(covs: torch.Tensor) -> int:
+    """Flops of one batched product over ``covs (..., M, d, d)``: ``batch · M · d³``."""
+    return covs.shape[:-2].numel() * covs.shape[-1] ** 3
 
 
 def _is_diagonal(covs: torch.Tensor) -> bool:
@@ -514,7 +510,7 @@ def wasserstein_barycenter_full(
         if backward == "unroll":
             bary, info = _solve(flat_covs, flat_weights, max_iter, tol, differentiable=True)
         else:
-            with torch.no_grad():
+            with torch.no_grad(), solver_threads(flat_covs, _work(flat_covs)):
                 solution, info = _solve(
                     flat_covs, flat_weights, max_iter, tol, differentiable=False
                 )

@@ -1,0 +1,138 @@
+"""The barycenter fixed point of a few 2 × 2 problems, in Python floats.
+
+For one small problem the cost of the batched solver is the fixed cost of its tensor
+operations (a few microseconds each, hundreds per solve), not arithmetic. In two dimensions
+every root has a closed form: for a symmetric positive definite
+:math:`A = \\begin{pmatrix} a & b \\\\ b & c \\end{pmatrix}` with
+:math:`s = \\sqrt{\\det A}` and :math:`t = \\sqrt{\\operatorname{tr} A + 2 s}`,
+
+.. math::
+
+    A^{1/2} = \\frac{A + s I}{t},
+
+so the plain fixed-point iteration
+:math:`\\Sigma \\leftarrow \\Sigma^{-1/2} \\big(\\sum_m \\lambda_m (\\Sigma^{1/2} \\Sigma_m
+\\Sigma^{1/2})^{1/2}\\big)^2 \\Sigma^{-1/2}` is a few dozen float operations per expert and
+step, run here on Python floats (float64). Its residual is the library's,
+:math:`\\|\\sum_m \\lambda_m (\\Sigma^{1/2} \\Sigma_m \\Sigma^{1/2})^{1/2} - \\Sigma\\|_F /
+\\|\\Sigma\\|_F`. The determinant loses about :math:`\\varepsilon \\kappa` to cancellation, so
+as in :mod:`~barycentric.functional._warm_fixed_point` a problem is accepted only where
+:math:`16 \\varepsilon \\kappa \\le` ``tol`` for the roots it takes; the others are left to
+the batched solvers.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from barycentric.functional._warm_fixed_point import WarmSolution
+
+__all__ = ["MAX_PROBLEMS", "solve_two_by_two"]
+
+#: Batches of at most this many 2 × 2 problems are solved here.
+MAX_PROBLEMS = 4
+_SAFETY = 16.0
+_EPS = torch.finfo(torch.float64).eps
+
+Sym = tuple[float, float, float]
+
+
+def _root(m: Sym) -> Sym:
+    a, b, c = m
+    s = math.sqrt(max(a * c - b * b, 0.0))
+    t = math.sqrt(a + c + 2.0 * s)
+    return (a + s) / t, b / t, (c + s) / t
+
+
+def _condition(m: Sym) -> float:
+    """Condition number of a symmetric 2 × 2 matrix (inf if singular or not finite)."""
+    a, b, c = m
+    half_gap = math.hypot(0.5 * (a - c), b)
+    centre = 0.5 * (a + c)
+    low = centre - half_gap
+    return (centre + half_gap) / low if low > 0 else math.inf
+
+
+def _congruence(r: Sym, m: Sym) -> Sym:
+    """:math:`R M R` for symmetric ``r`` and ``m``."""
+    r1, r2, r3 = r
+    a, b, c = m
+    u, v = r1 * a + r2 * b, r1 * b + r2 * c
+    w, x = r2 * a + r3 * b, r2 * b + r3 * c
+    return u * r1 + v * r2, u * r2 + v * r3, w * r2 + x * r3
+
+
+def _norm(m: Sym) -> float:
+    return math.sqrt(m[0] * m[0] + 2.0 * m[1] * m[1] + m[2] * m[2])
+
+
+def _solve_one(
+    covs: list[Sym], weights: list[float], max_iter: int, tol: float
+) -> tuple[Sym, float, int, bool]:
+    """``(Σ, residual, steps, accepted)`` for one problem."""
+    try:
+        return _iterate(covs, weights, max_iter, tol)
+    except (ValueError, ZeroDivisionError):  # a root or inverse of an indefinite matrix
+        return covs[0], math.inf, 0, False
+
+
+def _iterate(
+    covs: list[Sym], weights: list[float], max_iter: int, tol: float
+) -> tuple[Sym, float, int, bool]:
+    roots = [_root(m) for m in covs]
+    if not all(math.isfinite(x) for m in roots for x in m):
+        return covs[0], math.inf, 0, False
+    start = tuple(sum(w * r[i] for w, r in zip(weights, roots, strict=True)) for i in range(3))
+    point = _congruence(start, (1.0, 0.0, 1.0))
+    residual, steps = math.inf, 0
+    while steps < max_iter:
+        steps += 1
+        root = _root(point)
+        images = [_root(_congruence(root, m)) for m in covs]
+        if steps == 1 and max(map(_condition, images)) ** 0.5 * _SAFETY * _EPS > tol:
+            return point, math.inf, steps, False
+        mean = tuple(sum(w * h[i] for w, h in zip(weights, images, strict=True)) for i in range(3))
+        residual = _norm(tuple(h - p for h, p in zip(mean, point, strict=True))) / _norm(point)
+        if not math.isfinite(residual):
+            return point, math.inf, steps, False
+        if residual <= tol or steps == max_iter:
+            break
+        r1, r2, r3 = root
+        det = r1 * r3 - r2 * r2
+        inverse = (r3 / det, -r2 / det, r1 / det)
+        point = _congruence(inverse, _congruence(mean, (1.0, 0.0, 1.0)))
+    return point, residual, steps, True
+
+
+def solve_two_by_two(
+    covs: torch.Tensor, weights: torch.Tensor, max_iter: int, tol: float
+) -> WarmSolution:
+    """The fixed point of each problem of ``covs (B, M, 2, 2)``, ``weights (B, M)``, on the
+    CPU in Python floats; fields as :func:`~barycentric.functional._warm_fixed_point.
+    solve_warm` returns them."""
+    entries = covs.detach().to("cpu", torch.float64)[..., [0, 0, 1], [0, 1, 1]].tolist()
+    results = [
+        _solve_one([tuple(m) for m in problem], w, max_iter, tol)
+        for problem, w in zip(entries, weights.detach().double().tolist(), strict=True)
+    ]
+    # a weight of exactly 1 is the only expert present: that expert, exactly
+    alone = (weights == 1).any(-1)
+    solution = torch.tensor(
+        [[a, b, b, c] for (a, b, c), *_ in results], dtype=torch.float64
+    ).reshape(-1, 2, 2)
+    solution = solution.to(covs.dtype)
+    solution = torch.where(
+        alone[:, None, None], (weights[..., None, None] * covs).sum(-3), solution
+    )
+    residual = torch.tensor([r for _, r, _, _ in results], dtype=covs.dtype)
+    residual = torch.where(alone, 0.0, residual)
+    accepted = torch.tensor([a for *_, a in results], dtype=torch.bool) | alone
+    return WarmSolution(
+        solution,
+        residual,
+        (residual <= tol) & accepted,
+        max((s for _, _, s, _ in results), default=0),
+        accepted,
+    )

@@ -1,0 +1,214 @@
+"""The barycenter fixed point with warm-started roots: matrix products, few eigendecompositions.
+
+The fixed-point step :math:`\\Sigma \\mapsto \\bar T \\Sigma \\bar T` needs the roots
+:math:`H_m = (L^\\top \\Sigma_m L)^{1/2}` (:math:`\\Sigma = L L^\\top` its Cholesky factor):
+:math:`\\bar T = L^{-\\top} \\bar H L^{-1}` with :math:`\\bar H = \\sum_m \\lambda_m H_m`, so the
+next covariance is :math:`Y Y^\\top`, :math:`Y = L^{-\\top} \\bar H`, and the fixed-point
+residual is :math:`\\|\\bar H - L^\\top L\\|_F / \\|L^\\top L\\|_F`. The Cholesky factor moves
+smoothly with :math:`\\Sigma`, so the matrices :math:`P_m = L^\\top \\Sigma_m L` change little
+from one step to the next, and so do their eigenvectors. Each root is kept as
+:math:`H_m = V_m X_m V_m^\\top` in a basis :math:`V_m` in which :math:`X_m` is nearly diagonal
+(the eigenvectors of an earlier :math:`P_m`), and is updated by the Newton step for
+:math:`X^2 = \\tilde P = V_m^\\top P_m V_m` whose Lyapunov operator is frozen at the diagonal
+of :math:`X`,
+
+.. math::
+
+    X \\leftarrow X + (\\tilde P - X^2) \\circ K, \\qquad K_{ij} = \\frac{1}{x_{ii} + x_{jj}},
+
+which costs one matrix product per matrix and contracts at a rate about the relative change
+of :math:`P_m` since its basis was computed. A root whose correction has not fallen below the
+step's tolerance after :data:`INNER_STEPS` such steps is recomputed from an eigendecomposition
+of :math:`\\tilde P` (which refreshes its basis); so are all of them at the first step. Early
+steps need their roots only to a tenth of the current residual, the step that certifies
+``tol`` to ``tol / 16``.
+
+The residual of a root computed from :math:`P_m` (rather than from the singular values of a
+factor, as the robust solver does) is about :math:`\\varepsilon \\kappa(H_m)` relative,
+:math:`\\kappa` the condition number: this solver works in float64 and accepts a problem only
+where :math:`16 \\varepsilon \\kappa(H_m) \\le` ``tol`` for every expert (so the residual it
+reports is within a few percent of the exact one); the others, and those whose Cholesky
+factorisation fails (singular or indefinite inputs), are left to the robust solver.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from barycentric.functional._anderson import Anderson
+from barycentric.linalg import eigh_psd, sqrtm_psd, symmetrise
+
+__all__ = ["INNER_STEPS", "WarmSolution", "solve_warm"]
+
+#: Newton steps of a root per fixed-point step before its eigendecomposition is refreshed.
+INNER_STEPS = 2
+#: Early steps compute the roots to this fraction of the previous residual.
+_EARLY_ACCURACY = 0.1
+#: The roots of the step that certifies ``tol`` are computed to ``tol / _SAFETY``.
+_SAFETY = 16.0
+
+
+class WarmSolution(NamedTuple):
+    """What :func:`solve_warm` returns for a batch of ``B`` problems."""
+
+    solution: torch.Tensor
+    residual: torch.Tensor
+    converged: torch.Tensor
+    iterations: int
+    accepted: torch.Tensor
+
+
+def _average(weights: torch.Tensor, matrices: torch.Tensor) -> torch.Tensor:
+    return torch.einsum("bm,bmij->bij", weights, matrices)
+
+
+def _cholesky(matrices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Lower Cholesky factors and a bool of success per matrix (non-finite fails)."""
+    finite = torch.isfinite(matrices).flatten(1).all(-1)
+    eye = torch.eye(matrices.shape[-1], dtype=matrices.dtype, device=matrices.device)
+    factor, info = torch.linalg.cholesky_ex(torch.where(finite[:, None, None], matrices, eye))
+    return factor, finite & (info == 0)
+
+
+def _congruent(factor: torch.Tensor, covs: torch.Tensor) -> torch.Tensor:
+    """:math:`L^\\top \\Sigma_m L` for ``factor (B, d, d)`` and ``covs (B, M, d, d)``, as two
+    products of ``(B, M d, d)`` stacks (broadcasting ``L`` over the experts would copy it)."""
+    batch, experts, dim = covs.shape[:3]
+    right = (covs.reshape(batch, experts * dim, dim) @ factor).view_as(covs)
+    return (right.mT.reshape(batch, experts * dim, dim) @ factor).view_as(covs)
+
+
+class _Roots:
+    """The roots :math:`H_m = V X V^\\top` of the active problems, warm from step to step."""
+
+    def __init__(self, congruent: torch.Tensor) -> None:
+        values, self.basis = eigh_psd(congruent)
+        roots = values.sqrt()
+        self.condition = roots[..., -1] / roots[..., 0]
+        self.root = torch.diag_embed(roots)
+
+    def refresh(self, factor: torch.Tensor, covs: torch.Tensor, tolerance: torch.Tensor) -> None:
+        """Update the roots to the new factor ``L (B, d, d)``, to a relative ``tolerance
+        (B, 1)``: Newton steps in the current bases, eigendecompositions where they fall
+        short."""
+        rotated = self.basis.mT @ _congruent(factor, covs) @ self.basis
+        # ‖X‖_F² = tr X² = tr P̃
+        norm = torch.diagonal(rotated, dim1=-2, dim2=-1).sum(-1).clamp_min(0).sqrt()
+        diagonal = torch.diagonal(self.root, dim1=-2, dim2=-1)
+        kernel = (diagonal.unsqueeze(-1) + diagonal.unsqueeze(-2)).reciprocal_()
+        flat = self.root.view(-1, *self.root.shape[-2:])
+        for _ in range(INNER_STEPS):
+            correction = torch.baddbmm(rotated.view_as(flat), flat, flat, alpha=-1)
+            correction = correction.view_as(self.root).mul_(kernel)
+            self.root.add_(correction)
+            change = torch.linalg.matrix_norm(correction) / norm
+            # on an accelerator, no host synchronisation until the steps are done
+            if covs.device.type == "cpu" and bool((change <= tolerance).all()):
+                return
+        stale = torch.nonzero(~(change <= tolerance), as_tuple=True)
+        if stale[0].numel() == 0:
+            return
+        values, vectors = eigh_psd(rotated[stale])
+        self.basis.index_put_(stale, self.basis[stale] @ vectors)
+        self.root.index_put_(stale, torch.diag_embed(values.sqrt()))
+
+    def mean(self, weights: torch.Tensor) -> torch.Tensor:
+        """:math:`\\bar H = \\sum_m \\lambda_m V_m X_m V_m^\\top`."""
+        roots = (self.basis @ self.root) @ self.basis.mT
+        return symmetrise((weights.unsqueeze(-2) @ roots.flatten(-2)).view_as(roots[:, 0]))
+
+    def keep(self, rows: torch.Tensor) -> None:
+        """Keep the problems ``rows`` (a bool mask)."""
+        if not bool(rows.all()):
+            self.basis, self.root = self.basis[rows], self.root[rows]
+
+
+def solve_warm(
+    covs: torch.Tensor, weights: torch.Tensor, max_iter: int, tol: float
+) -> WarmSolution:
+    """The fixed point of each problem of ``covs (B, M, d, d)``, ``weights (B, M)``.
+
+    Starts from :math:`(\\sum_m \\lambda_m \\Sigma_m^{1/2})^2`, the answer when the
+    covariances commute. Computes in float64 and returns ``covs``' dtype. A problem leaves the
+    iteration when its residual reaches ``tol`` (returning the covariance that residual
+    certifies) or at ``max_iter``; ``accepted`` is ``False`` for the problems this solver
+    leaves to the robust one (module docstring), whose other fields are then meaningless.
+    """
+    batch, device = covs.shape[0], covs.device
+    work, weights = covs.to(torch.float64), weights.to(torch.float64)
+    condition_limit = tol / (_SAFETY * torch.finfo(torch.float64).eps)
+    root_mean = _average(weights, sqrtm_psd(work))
+    point = symmetrise(root_mean @ root_mean)
+    factor, accepted = _cholesky(point)
+    solution = point.clone()
+    residual = work.new_full((batch,), torch.inf)
+    converged = torch.zeros(batch, dtype=torch.bool, device=device)
+    # a weight of exactly 1 is the only expert present: the mean is that expert, exactly
+    alone = (weights == 1).any(-1)
+    solution = torch.where(alone[:, None, None], _average(weights, work), solution)
+    residual = torch.where(alone, 0.0, residual)
+    converged = alone
+    active = torch.nonzero(accepted & ~alone).squeeze(-1)
+    factor, point = factor[active], point[active]
+    work, weights = work[active], weights[active]
+    roots = None
+    accelerate = Anderson()
+    previous = work.new_full((active.numel(),), 1.0)
+    iterations = 0
+    while active.numel() > 0 and iterations < max_iter:
+        iterations += 1
+        if roots is None:
+            roots = _Roots(_congruent(factor, work))
+            easy = (roots.condition <= condition_limit).all(-1)
+            accuracy = torch.zeros_like(previous)
+        else:
+            accuracy = (_EARLY_ACCURACY * previous).clamp_min(tol / _SAFETY)
+            roots.refresh(factor, work, accuracy[:, None])
+            easy = torch.ones_like(previous, dtype=torch.bool)
+        mean = roots.mean(weights)
+        gram = factor.mT @ factor
+        step_residual = torch.linalg.matrix_norm(mean - gram) / torch.linalg.matrix_norm(gram)
+        easy = easy & torch.isfinite(step_residual)
+        # the roots' error, at most `accuracy`, may hide in the residual
+        done = step_residual + accuracy <= tol
+        leaving = done | ~easy | (iterations == max_iter)
+        accepted = accepted.index_put((active,), easy)
+        residual = residual.index_put((active,), step_residual)
+        converged = converged.index_put((active,), done & easy)
+        solution = solution.index_copy(0, active[leaving], point[leaving])
+        keep = ~leaving
+        if not bool(keep.any()):
+            break
+        active, factor, mean = active[keep], factor[keep], mean[keep]
+        if not bool(keep.all()):
+            work, weights = work[keep], weights[keep]
+        previous = step_residual[keep]
+        roots.keep(keep)
+        image = torch.linalg.solve_triangular(factor.mT, mean, upper=True)
+        image = symmetrise(image @ image.mT)
+        mixed = accelerate(point[keep], image, None if bool(keep.all()) else keep)
+        factor, ok = _cholesky(mixed)
+        point = torch.where(ok[:, None, None], mixed, image)
+        if bool(ok.all()):
+            continue
+        plain, plain_ok = _cholesky(image)
+        factor = torch.where(ok[:, None, None], factor, plain)
+        failed = ~(ok | plain_ok)
+        if bool(failed.any()):
+            accepted = accepted.index_put((active[failed],), torch.tensor(False, device=device))
+            keep = ~failed
+            active, factor, point, previous = (
+                active[keep],
+                factor[keep],
+                point[keep],
+                previous[keep],
+            )
+            work, weights = work[keep], weights[keep]
+            roots.keep(keep)
+            accelerate.points = [p[keep] for p in accelerate.points]
+            accelerate.images = [f[keep] for f in accelerate.images]
+    return WarmSolution(
+        solution.to(covs.dtype), residual.to(covs.dtype), converged, iterations, accepted
+    )

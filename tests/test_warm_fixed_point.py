@@ -1,0 +1,225 @@
+"""The warm-started fixed point (``functional._warm_fixed_point``) and the solvers' thread scope.
+
+Its answers against the robust polar solver and an independent residual, its use of matrix
+products in place of eigendecompositions, which problems it hands to the robust solver, and
+that a converged problem leaves the iteration.
+"""
+
+from __future__ import annotations
+
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from strategies import random_spd, random_weights
+
+import barycentric._threads as threads
+import barycentric.functional._two_by_two as two
+import barycentric.functional._warm_fixed_point as warm
+import barycentric.functional.gaussian_wasserstein as gw
+from barycentric.functional import wasserstein_barycenter_full
+from barycentric.linalg import polar, sqrtm_psd
+
+F32, F64 = torch.float32, torch.float64
+
+
+def _problems(seed: int, batch: int, m: int, d: int, condition: float = 1e2):
+    generator = torch.Generator().manual_seed(seed)
+    cov = random_spd(generator, d, (batch, m), condition)
+    weights = random_weights(generator, m, batch)
+    return cov, weights / weights.sum(-1, keepdim=True)
+
+
+def _residual(bary: torch.Tensor, cov: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """‖Σ − Σ_m λ_m (Σ^½ Σ_m Σ^½)^½‖_F / ‖Σ‖_F from singular values (no squared products)."""
+    root = sqrtm_psd(bary.double()).unsqueeze(-3)
+    roots = polar(sqrtm_psd(cov.double()) @ root)[1]
+    image = (weights.double()[..., None, None] * roots).sum(-3)
+    return torch.linalg.matrix_norm(bary - image) / torch.linalg.matrix_norm(bary)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    m=st.integers(3, 6),
+    d=st.integers(2, 9),
+    log_condition=st.floats(0.0, 3.0),
+)
+def test_agrees_with_the_robust_solver(seed: int, m: int, d: int, log_condition: float) -> None:
+    # tol = 1e-11 accepts roots of condition number up to 2800 (16 ε κ ≤ tol)
+    cov, weights = _problems(seed, 3, m, d, 10**log_condition)
+    result = warm.solve_warm(cov, weights, max_iter=200, tol=1e-11)
+    reference, info = gw._solve_robust(cov, weights, 200, 1e-11, differentiable=False)
+    assert bool(result.accepted.all()) and bool(result.converged.all())
+    assert bool(info.converged.all())
+    error = torch.linalg.matrix_norm(result.solution - reference) / torch.linalg.matrix_norm(
+        reference
+    )
+    # both residuals are below 1e-11; the error is at most the residual over (1 - ρ)
+    assert float(error.max()) < 1e-8
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), tol=st.sampled_from([1e-6, 1e-9, 1e-12]))
+def test_the_reported_residual_is_certified(seed: int, tol: float) -> None:
+    # the residual the solver stops on is computed from roots it refines only to a fraction
+    # of the residual: the exact residual of what it returns must still be within tol
+    cov, weights = _problems(seed, 8, 4, 6, 1e2)
+    result = warm.solve_warm(cov, weights, max_iter=100, tol=tol)
+    assert bool(result.converged.all())
+    exact = _residual(result.solution, cov, weights)
+    assert float(exact.max()) <= tol
+    torch.testing.assert_close(result.residual, exact, rtol=0.1, atol=tol / 8)
+
+
+def test_roots_are_refined_by_products_not_eigendecompositions(monkeypatch) -> None:
+    cov, weights = _problems(0, 64, 5, 8)
+    decomposed: list[int] = []
+    eigh_psd = warm.eigh_psd
+
+    def counting(a):
+        decomposed.append(a.shape[:-2].numel())
+        return eigh_psd(a)
+
+    monkeypatch.setattr(warm, "eigh_psd", counting)
+    result = warm.solve_warm(cov, weights, max_iter=100, tol=1e-12)
+    assert bool(result.converged.all()) and result.iterations >= 8
+    roots_per_step = 64 * 5
+    # the first step decomposes every root, the later ones only the roots whose Newton
+    # steps fall short: in all, under a third of one eigendecomposition per root and step
+    assert decomposed[0] == roots_per_step
+    assert sum(decomposed) < result.iterations * roots_per_step / 3
+    # and the last steps none at all
+    assert len(decomposed) < result.iterations
+
+
+def test_ill_conditioned_problems_go_to_the_robust_solver() -> None:
+    easy, easy_weights = _problems(1, 4, 3, 5, 1e2)
+    hard, hard_weights = _problems(2, 1, 3, 5, 1e10)
+    cov, weights = torch.cat([easy, hard]), torch.cat([easy_weights, hard_weights])
+    # 16 ε κ(H) ≤ tol fails for the hard problem at tol = 1e-12 (κ(H) ≈ 1e5)
+    result = warm.solve_warm(cov, weights, max_iter=100, tol=1e-12)
+    assert result.accepted.tolist() == [True] * 4 + [False]
+    # the public function solves it all the same, with the robust solver's accuracy
+    _, bary, info = wasserstein_barycenter_full(
+        torch.zeros(5, 3, 5, dtype=F64), cov, weights, max_iter=500, return_info=True
+    )
+    assert bool(info.converged.all())
+    torch.testing.assert_close(bary[:4], result.solution[:4], rtol=1e-10, atol=0)
+    assert float(_residual(bary[4:], cov[4:], weights[4:])) < 1e-9
+
+
+def test_singular_and_non_finite_problems_go_to_the_robust_solver() -> None:
+    cov, weights = _problems(3, 3, 3, 4)
+    cov[1] = 0.0  # every expert singular: the start has no Cholesky factor
+    cov[2, 0, 0, 0] = torch.nan
+    result = warm.solve_warm(cov, weights, max_iter=100, tol=1e-12)
+    assert result.accepted.tolist() == [True, False, False]
+    assert bool(result.converged[0])
+
+
+def test_float32_is_solved_in_float64_and_returned_in_float32() -> None:
+    cov, weights = _problems(4, 6, 4, 5)
+    single = warm.solve_warm(cov.float(), weights.float(), max_iter=100, tol=1e-5)
+    double = warm.solve_warm(cov.float().double(), weights.float().double(), 100, 1e-5)
+    assert single.solution.dtype == F32 and single.residual.dtype == F32
+    # the same float64 iterates, rounded once at the end
+    assert torch.equal(single.solution, double.solution.float())
+
+
+def test_a_converged_problem_leaves_the_iteration(monkeypatch) -> None:
+    easy, easy_weights = _problems(5, 6, 4, 5, 1e1)
+    slow, slow_weights = _problems(6, 1, 4, 5, 3e3)
+    cov, weights = torch.cat([easy, slow]), torch.cat([easy_weights, slow_weights])
+    sizes: list[int] = []
+    mean = warm._Roots.mean
+
+    def counting(self, w):
+        sizes.append(w.shape[0])
+        return mean(self, w)
+
+    monkeypatch.setattr(warm._Roots, "mean", counting)
+    together = warm.solve_warm(cov, weights, max_iter=200, tol=1e-10)
+    monkeypatch.setattr(warm._Roots, "mean", mean)
+    alone = warm.solve_warm(easy, easy_weights, max_iter=200, tol=1e-10)
+    assert bool(together.converged.all()) and together.iterations > alone.iterations
+    assert sizes == sorted(sizes, reverse=True) and sizes[0] == 7 and sizes[-1] == 1
+    # leaving changes nothing in the others: each problem's arithmetic is its own
+    torch.testing.assert_close(together.solution[:6], alone.solution, rtol=0, atol=0)
+
+
+def test_small_solves_run_on_one_thread_and_restore_the_setting(monkeypatch) -> None:
+    seen: list[int] = []
+    solve = gw._solve
+
+    def recording(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return solve(*args, **kwargs)
+
+    monkeypatch.setattr(gw, "_solve", recording)
+    cov, weights = _problems(7, 4, 3, 4)
+    loc = torch.zeros(4, 3, 4, dtype=F64)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        wasserstein_barycenter_full(loc, cov, weights)
+        monkeypatch.setattr(threads, "SMALL_WORK", 0)
+        wasserstein_barycenter_full(loc, cov, weights)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [1, 2]
+
+
+# --- a few 2 × 2 problems, in Python floats ------------------------------------------------
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    m=st.integers(3, 8),
+    batch=st.integers(1, two.MAX_PROBLEMS),
+    log_condition=st.floats(0.0, 3.0),
+)
+def test_two_by_two_agrees_with_the_batched_solver(
+    seed: int, m: int, batch: int, log_condition: float
+) -> None:
+    cov, weights = _problems(seed, batch, m, 2, 10**log_condition)
+    small = two.solve_two_by_two(cov, weights, max_iter=200, tol=1e-11)
+    batched = warm.solve_warm(cov, weights, max_iter=200, tol=1e-11)
+    assert bool(small.accepted.all()) and bool(small.converged.all())
+    difference = torch.linalg.matrix_norm(small.solution - batched.solution)
+    assert float((difference / torch.linalg.matrix_norm(batched.solution)).max()) < 1e-8
+    exact = _residual(small.solution, cov, weights)
+    assert float(exact.max()) <= 1e-11
+    torch.testing.assert_close(small.residual, exact, rtol=0.1, atol=1e-12)
+
+
+def test_two_by_two_solves_one_problem_for_the_public_function(monkeypatch) -> None:
+    cov, weights = _problems(8, 1, 5, 2)
+    calls: list[int] = []
+    solve = two.solve_two_by_two
+
+    def counting(*args):
+        calls.append(args[0].shape[0])
+        return solve(*args)
+
+    monkeypatch.setattr(gw, "solve_two_by_two", counting)
+    _, bary, info = wasserstein_barycenter_full(
+        torch.zeros(1, 5, 2, dtype=F64), cov, weights, return_info=True
+    )
+    assert calls == [1] and bool(info.converged.all())
+    assert float(_residual(bary, cov, weights)) <= 1e-12
+    # a larger batch goes to the batched solver
+    big, big_weights = _problems(9, two.MAX_PROBLEMS + 1, 5, 2)
+    wasserstein_barycenter_full(torch.zeros(big.shape[:-1], dtype=F64), big, big_weights)
+    assert calls == [1]
+
+
+def test_two_by_two_hands_hard_and_broken_problems_on() -> None:
+    cov, weights = _problems(10, 4, 3, 2)
+    cov[1] = torch.tensor([[1.0, 0.0], [0.0, 1e-12]], dtype=F64)  # κ(H) = 1e6 at tol 1e-12
+    cov[2, 0] = torch.tensor([[1.0, 2.0], [2.0, 1.0]], dtype=F64)  # indefinite
+    cov[3, 1, 0, 0] = torch.nan
+    result = two.solve_two_by_two(cov, weights, max_iter=100, tol=1e-12)
+    assert result.accepted.tolist() == [True, False, False, False]
+    assert result.converged.tolist() == [True, False, False, False]
