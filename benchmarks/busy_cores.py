@@ -10,9 +10,10 @@ one competing ``python -c "while True: pass"`` for the whole condition, and kill
 end), every thread setting is measured in a fresh Python process, because the OpenMP
 runtime reads ``OMP_WAIT_POLICY`` when torch loads it. The settings run in rotating order
 for ``R`` rounds, so drift in the machine's load hits each of them alike; the tables show
-the median over rounds. Each process times three workloads: the full-covariance W2
-barycenter on 256 problems (d = 16, M = 5) and on one problem (d = 2, M = 5), and one
-training step of the multimodal VAE as the demo trains it.
+the median over rounds. Each process times four workloads: the full-covariance W2
+barycenter on 256 problems (d = 16, M = 5) and on one problem (d = 2, M = 5), POT's fixed
+point on the same 256 problems (a loop, numpy backend, to the same residual 1e-10 as
+ours), and one training step of the multimodal VAE as the demo trains it.
 
 Writes ``busy_cores.md`` and ``busy_cores.json`` to ``DIR`` (default
 ``benchmarks/results/cpu``).
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
 import os
 import statistics
@@ -35,6 +37,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from cases.common import environment, markdown_table, random_spd_problems, seconds
 
@@ -47,6 +50,8 @@ CONDITIONS = ("idle", "busy")
 #: Variables of libgomp's waiting behaviour: a child gets only what its setting asks for.
 WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 SPINNER = "while True: pass"
+#: The fixed-point residual both W2 solvers are asked for (as in case 1).
+TOL = 1e-10
 #: Seconds a child may run before it counts as hung.
 CHILD_TIMEOUT_S = 600.0
 
@@ -90,12 +95,13 @@ class Workload:
         return {
             "w2_batch": f"W2 barycenter, {self.batch} × (M=5, d=16)",
             "w2_single": f"W2 barycenter, {self.batch} × (M=5, d=2)",
+            "pot_batch": f"POT fixed point, {self.batch} × (M=5, d=16)",
             "vae_step": f"VAE step (mwb, batch {self.batch})",
         }[self.name]
 
 
 def workloads(quick: bool) -> tuple[Workload, ...]:
-    """The three timed calls.
+    """The four timed calls.
 
     ``quick`` shrinks the batches and the repeats, and times the first call instead of
     warming up: with two threads on busy cores, one call can take seconds.
@@ -104,11 +110,13 @@ def workloads(quick: bool) -> tuple[Workload, ...]:
         return (
             Workload("w2_batch", 32, 2, 0.5, warm_up=False),
             Workload("w2_single", 1, 5, 0.2, warm_up=False),
+            Workload("pot_batch", 4, 1, 0.5, warm_up=False),
             Workload("vae_step", 8, 2, 0.5, warm_up=False),
         )
     return (
         Workload("w2_batch", 256, 5, 2.0),
         Workload("w2_single", 1, 50, 0.5),
+        Workload("pot_batch", 256, 2, 2.0, warm_up=False),
         Workload("vae_step", 64, 5, 1.5),
     )
 
@@ -127,6 +135,25 @@ def time_calls(fn: Callable[[], object], workload: Workload) -> dict[str, Any]:
         fn()
         times.append(time.perf_counter() - start)
     return {"median_s": statistics.median(times), "runs": len(times)}
+
+
+def _pot_loop(loc: torch.Tensor, cov: torch.Tensor) -> Callable[[], None]:
+    """POT's fixed point, one call per problem, to the residual ``TOL`` (as in case 1)."""
+    import ot
+
+    _, ours = F.wasserstein_barycenter_full(loc, cov, tol=TOL)
+    eps = (TOL * torch.linalg.matrix_norm(ours)).tolist()
+    weights = np.full(loc.shape[1], 1 / loc.shape[1])
+    problems = list(zip(loc.numpy(), cov.numpy(), eps, strict=True))
+
+    def solve() -> None:
+        with contextlib.redirect_stdout(io.StringIO()):
+            for m, c, e in problems:
+                ot.gaussian.bures_wasserstein_barycenter(
+                    m, c, weights, method="fixed_point", num_iter=1000, eps=e
+                )
+
+    return solve
 
 
 def _vae_step(batch: int) -> Callable[[], None]:
@@ -156,12 +183,13 @@ def _vae_step(batch: int) -> Callable[[], None]:
 def child(threads: int, quick: bool) -> dict[str, Any]:
     """Time every workload in this process with ``threads`` intra-op threads."""
     torch.set_num_threads(threads)
-    w2_batch, w2_single, vae_step = workloads(quick)
+    w2_batch, w2_single, pot_batch, vae_step = workloads(quick)
     batch_loc, batch_cov = random_spd_problems(w2_batch.batch, 5, 16)
     single_loc, single_cov = random_spd_problems(w2_single.batch, 5, 2, seed=1)
     calls = (
-        (w2_batch, lambda: F.wasserstein_barycenter_full(batch_loc, batch_cov)),
-        (w2_single, lambda: F.wasserstein_barycenter_full(single_loc, single_cov)),
+        (w2_batch, lambda: F.wasserstein_barycenter_full(batch_loc, batch_cov, tol=TOL)),
+        (w2_single, lambda: F.wasserstein_barycenter_full(single_loc, single_cov, tol=TOL)),
+        (pot_batch, _pot_loop(batch_loc[: pot_batch.batch], batch_cov[: pot_batch.batch])),
         (vae_step, _vae_step(vae_step.batch)),
     )
     return {

@@ -13,30 +13,48 @@ It is computed by the fixed-point iteration of Álvarez-Esteban et al. (2016),
 :math:`\\Sigma_{k+1} = \\bar T_k \\Sigma_k \\bar T_k` with
 :math:`\\bar T_k = \\sum_m \\lambda_m T_m` the mean of the optimal maps
 :math:`T_m = \\Sigma_k^{-1/2} (\\Sigma_k^{1/2} \\Sigma_m \\Sigma_k^{1/2})^{1/2}
-\\Sigma_k^{-1/2}` from :math:`\\Sigma_k` to the experts, written on a factor
-:math:`\\Sigma_k = F_k F_k^\\top` so that no inverse and no product of two roots is
-ever formed: with the polar decomposition :math:`\\Sigma_m^{1/2} F_k = Q_m H_m`,
+\\Sigma_k^{-1/2}` from :math:`\\Sigma_k` to the experts, started from
+:math:`\\Sigma_0 = (\\sum_m \\lambda_m \\Sigma_m^{1/2})^2`, the exact answer when the
+covariances commute (diagonal ones included), which the first residual then confirms, and
+accelerated by Anderson mixing of the covariances (Walker & Ni, 2011; memory 4). Three
+solvers share that iteration, its residual :math:`\\|\\sum_m \\lambda_m
+(\\Sigma_k^{1/2} \\Sigma_m \\Sigma_k^{1/2})^{1/2} - \\Sigma_k\\|_F / \\|\\Sigma_k\\|_F` and its
+stopping rule, and differ in how they take the roots:
 
-.. math::
+* the **warm-started** solver (``functional._warm_fixed_point``), for every
+  problem it can certify: it works in float64 on the Cholesky factor :math:`\\Sigma_k =
+  L_k L_k^\\top`, keeps each root :math:`(L_k^\\top \\Sigma_m L_k)^{1/2}` in the eigenbasis of
+  an earlier step and refines it there by Newton steps, one matrix product each, so that
+  most steps decompose no matrix at all;
+* a few **2 × 2** problems on the CPU (``functional._two_by_two``): the
+  same iteration without acceleration, on Python floats, with the closed-form root of a
+  2 × 2 matrix;
+* the **robust** solver, for the problems those two do not accept (roots whose condition
+  number :math:`\\kappa` exceeds :math:`\\mathrm{tol} / (16 \\varepsilon)`, singular or
+  indefinite covariances, steps that are not finite) and for ``backward="unroll"``: it
+  iterates on a factor :math:`\\Sigma_k = F_k F_k^\\top` so that no inverse and no product
+  of two roots is ever formed: with the polar decomposition
+  :math:`\\Sigma_m^{1/2} F_k = Q_m H_m`,
 
-    T_m F_k = \\Sigma_m^{1/2} Q_m, \\qquad
-    F_{k+1} = \\sum_m \\lambda_m \\Sigma_m^{1/2} Q_m, \\qquad
-    H_m = (F_k^\\top \\Sigma_m F_k)^{1/2}.
+  .. math::
 
-:math:`H_m` comes from the singular values of :math:`\\Sigma_m^{1/2} F_k`, so its round-off is
-that of :math:`\\Sigma_m^{1/2} F_k`, not of its square, and every iterate
-:math:`F_k F_k^\\top` is positive semi-definite in floating point. The residual is that of
-the fixed-point equation, :math:`\\|\\sum_m \\lambda_m H_m - F_k^\\top F_k\\|_F /
-\\|F_k^\\top F_k\\|_F` (the error of :math:`\\Sigma_k` is about this residual divided by
-:math:`1 - \\rho`, :math:`\\rho` the contraction rate). The iteration starts from
-:math:`F_0 = \\sum_m \\lambda_m \\Sigma_m^{1/2}`, the exact answer when the covariances commute
-(diagonal ones included), which the first residual then confirms. Outside autograd the
-covariances are mixed by Anderson acceleration (Walker & Ni, 2011; memory 4): the next
-:math:`F` is the Cholesky factor of the mixture, or the plain step's factor where the
-mixture is not positive definite. Two experts need no iteration: the barycenter is the point
-:math:`t = \\lambda_2` of McCann's geodesic, :math:`\\Sigma_t = G G^\\top` with
-:math:`G = (1-t) \\Sigma_1^{1/2} + t \\Sigma_2^{1/2} Q` and :math:`Q` the polar factor of
-:math:`\\Sigma_2^{1/2} \\Sigma_1^{1/2}`.
+      T_m F_k = \\Sigma_m^{1/2} Q_m, \\qquad
+      F_{k+1} = \\sum_m \\lambda_m \\Sigma_m^{1/2} Q_m, \\qquad
+      H_m = (F_k^\\top \\Sigma_m F_k)^{1/2}.
+
+  :math:`H_m` comes from the singular values of :math:`\\Sigma_m^{1/2} F_k`, so its round-off
+  is that of :math:`\\Sigma_m^{1/2} F_k`, not of its square, and every iterate
+  :math:`F_k F_k^\\top` is positive semi-definite in floating point; the mixed covariance's
+  Cholesky factor (or the plain step's factor, where the mixture is not positive definite)
+  is the next :math:`F`.
+
+The residual bounds the error of :math:`\\Sigma_k` by about itself divided by
+:math:`1 - \\rho`, :math:`\\rho` the contraction rate. Two experts need no iteration: the
+barycenter is the point :math:`t = \\lambda_2` of McCann's geodesic, :math:`\\Sigma_t = G
+G^\\top` with :math:`G = (1-t) \\Sigma_1^{1/2} + t \\Sigma_2^{1/2} Q` and :math:`Q` the polar
+factor of :math:`\\Sigma_2^{1/2} \\Sigma_1^{1/2}`. On the CPU, solves whose batched products
+are small (``barycentric._threads``) run on one intra-op thread, which keeps them fast
+when other processes share the cores.
 
 Numerics. Every problem is normalised by a power of two near its weighted mean variance
 before anything is computed and scaled back after, so the results are scale-equivariant,
@@ -46,7 +64,8 @@ converges leaves, and one whose step is not finite leaves with ``converged=False
 hard or broken problem neither slows nor breaks the others (and a decomposition that fails
 on one matrix fails only its own problem, see :mod:`barycentric.linalg`). Measured
 accuracy (worst relative Frobenius error over random problems with condition number
-:math:`\\kappa`, against float64 at ``tol=1e-13``, ``d`` from 2 to 32, default ``tol``):
+:math:`\\kappa`, against float64 at ``tol=1e-13``, ``d`` from 2 to 32, default ``tol``; measured
+on the robust solver, and the bounds the tests hold every solver to):
 
 ======================  ========  ========  ========  ========
 float32                 κ ≤ 1e2   κ = 1e4   κ = 1e5   κ = 1e6
