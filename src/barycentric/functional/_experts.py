@@ -20,7 +20,13 @@ from barycentric._validation import (
     validation_enabled,
 )
 
-__all__ = ["check_gaussian", "prepare_experts", "prepare_weights", "weighted_sum"]
+__all__ = [
+    "check_gaussian",
+    "prepare_experts",
+    "prepare_weights",
+    "weighted_matrix_sum",
+    "weighted_sum",
+]
 
 
 def prepare_weights(
@@ -100,6 +106,11 @@ def weighted_sum(weights: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     cost one matrix product, not a ``(..., S, M, d)`` temporary.
     """
     return torch.einsum("...m,...md->...d", weights, values)
+
+
+def weighted_matrix_sum(weights: torch.Tensor, matrices: torch.Tensor) -> torch.Tensor:
+    """:math:`\\sum_m w_m A_m` for ``weights (..., M)`` and ``matrices (..., M, d, d)``."""
+    return torch.einsum("...m,...mij->...ij", weights, matrices)
 
 
 def _spread_name(full: bool) -> str:

@@ -27,6 +27,7 @@ import math
 
 import torch
 
+from barycentric.functional._experts import weighted_matrix_sum
 from barycentric.functional._warm_fixed_point import WarmSolution
 
 __all__ = ["MAX_PROBLEMS", "solve_two_by_two"]
@@ -123,9 +124,7 @@ def solve_two_by_two(
         [[a, b, b, c] for (a, b, c), *_ in results], dtype=torch.float64
     ).reshape(-1, 2, 2)
     solution = solution.to(covs.dtype)
-    solution = torch.where(
-        alone[:, None, None], (weights[..., None, None] * covs).sum(-3), solution
-    )
+    solution = torch.where(alone[:, None, None], weighted_matrix_sum(weights, covs), solution)
     residual = torch.tensor([r for _, r, _, _ in results], dtype=covs.dtype)
     residual = torch.where(alone, 0.0, residual)
     accepted = torch.tensor([a for *_, a in results], dtype=torch.bool) | alone

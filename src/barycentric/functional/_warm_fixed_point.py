@@ -38,6 +38,7 @@ from typing import NamedTuple
 import torch
 
 from barycentric.functional._anderson import Anderson
+from barycentric.functional._experts import weighted_matrix_sum
 from barycentric.linalg import eigh_psd, sqrtm_psd, symmetrise
 
 __all__ = ["INNER_STEPS", "WarmSolution", "solve_warm"]
@@ -63,10 +64,6 @@ class WarmSolution(NamedTuple):
     converged: torch.Tensor
     iterations: int
     accepted: torch.Tensor
-
-
-def _average(weights: torch.Tensor, matrices: torch.Tensor) -> torch.Tensor:
-    return torch.einsum("bm,bmij->bij", weights, matrices)
 
 
 def _cholesky(matrices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -144,7 +141,7 @@ def solve_warm(
     batch, device = covs.shape[0], covs.device
     work, weights = covs.to(torch.float64), weights.to(torch.float64)
     condition_limit = tol / (_SAFETY * torch.finfo(torch.float64).eps)
-    root_mean = _average(weights, sqrtm_psd(work))
+    root_mean = weighted_matrix_sum(weights, sqrtm_psd(work))
     point = symmetrise(root_mean @ root_mean)
     factor, accepted = _cholesky(point)
     solution = point.clone()
@@ -152,7 +149,7 @@ def solve_warm(
     converged = torch.zeros(batch, dtype=torch.bool, device=device)
     # a weight of exactly 1 is the only expert present: the mean is that expert, exactly
     alone = (weights == 1).any(-1)
-    solution = torch.where(alone[:, None, None], _average(weights, work), solution)
+    solution = torch.where(alone[:, None, None], weighted_matrix_sum(weights, work), solution)
     residual = torch.where(alone, 0.0, residual)
     converged = alone
     active = torch.nonzero(accepted & ~alone).squeeze(-1)

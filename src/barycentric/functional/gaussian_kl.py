@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from barycentric.functional._experts import prepare_experts, weighted_sum
+from barycentric.functional._experts import prepare_experts, weighted_matrix_sum, weighted_sum
 from barycentric.linalg import symmetrise
 
 __all__ = [
@@ -182,4 +182,4 @@ def forward_kl_moments_full(
     mean = weighted_sum(weights, loc)
     centred = loc - mean.unsqueeze(-2)
     spread = cov + centred.unsqueeze(-1) * centred.unsqueeze(-2)
-    return mean, symmetrise((weights[..., None, None] * spread).sum(-3))
+    return mean, symmetrise(weighted_matrix_sum(weights, spread))

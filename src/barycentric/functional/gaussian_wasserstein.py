@@ -100,7 +100,11 @@ import torch
 from barycentric._threads import solver_threads
 from barycentric._validation import check_int, promote_floating
 from barycentric.functional._anderson import Anderson
-from barycentric.functional._experts import prepare_experts, weighted_sum
+from barycentric.functional._experts import (
+    prepare_experts,
+    weighted_matrix_sum,
+    weighted_sum,
+)
 from barycentric.functional._two_by_two import MAX_PROBLEMS, solve_two_by_two
 from barycentric.functional._warm_fixed_point import solve_warm
 from barycentric.linalg import polar, power_of_two_scale, sqrtm_psd, symmetrise
@@ -208,11 +212,6 @@ def _mean_variance(cov: torch.Tensor) -> torch.Tensor:
     return torch.diagonal(cov, dim1=-2, dim2=-1).mean(-1)
 
 
-def _average_matrix(weights: torch.Tensor, matrices: torch.Tensor) -> torch.Tensor:
-    """:math:`\\sum_m w_m A_m` for ``weights (..., M)`` and ``matrices (..., M, d, d)``."""
-    return torch.einsum("...m,...mij->...ij", weights, matrices)
-
-
 def _factor_step(
     factor: torch.Tensor, cov_roots: torch.Tensor, weights: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -226,8 +225,8 @@ def _factor_step(
     """
     q, h = polar(cov_roots @ factor.unsqueeze(-3))
     gram = factor.mT @ factor
-    residual = torch.linalg.matrix_norm(_average_matrix(weights, h) - gram)
-    return residual / torch.linalg.matrix_norm(gram), _average_matrix(weights, cov_roots @ q)
+    residual = torch.linalg.matrix_norm(weighted_matrix_sum(weights, h) - gram)
+    return residual / torch.linalg.matrix_norm(gram), weighted_matrix_sum(weights, cov_roots @ q)
 
 
 def _fixed_point_map(
@@ -292,14 +291,14 @@ def _solve_robust(
     """
     batch = covs.shape[0]
     cov_roots = sqrtm_psd(covs)
-    factor = _average_matrix(weights, cov_roots)
+    factor = weighted_matrix_sum(weights, cov_roots)
     solution = symmetrise(factor @ factor)
     residual = covs.new_full((batch,), torch.inf)
     converged = torch.zeros(batch, dtype=torch.bool, device=covs.device)
     if not differentiable:
         # a weight of exactly 1 is the only expert present
         alone = (weights == 1).any(-1)
-        solution = torch.where(alone[:, None, None], _average_matrix(weights, covs), solution)
+        solution = torch.where(alone[:, None, None], weighted_matrix_sum(weights, covs), solution)
         residual = torch.where(alone, 0.0, residual)
         converged = alone
     active = torch.nonzero(~converged & torch.isfinite(factor).all(-1).all(-1)).squeeze(-1)
