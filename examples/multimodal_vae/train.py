@@ -67,6 +67,7 @@ DEFAULTS: dict[str, Any] = {
         "num_importance_samples": 100,
         "max_eval_samples": 1000,
         "max_log_likelihood_samples": 100,
+        "max_test_loss_samples": 1000,
         "classifier_epochs": 5,
     },
     "notes": "",
@@ -196,6 +197,7 @@ _EVAL_NUMBERS: tuple[_NumberCheck, ...] = (
     ("num_importance_samples", True, 0, True),
     ("max_eval_samples", True, 0, True),
     ("max_log_likelihood_samples", True, 0, True),
+    ("max_test_loss_samples", True, 0, True),
     ("classifier_epochs", True, 0, False),
 )
 
@@ -327,9 +329,10 @@ def _epoch_loader(dataset: MultimodalDataset, config: dict[str, Any], epoch: int
 
 @torch.no_grad()
 def test_loss(model: MultimodalVAE, dataset: MultimodalDataset, config: dict[str, Any]) -> float:
-    """Mean negative ELBO on at most ``eval.max_eval_samples`` points, leaving the RNG as is."""
+    """Mean negative ELBO on at most ``eval.max_test_loss_samples`` points (the per-epoch
+    test loss), leaving the RNG as is."""
     device = next(model.parameters()).device
-    subset = Subset(dataset, range(min(len(dataset), config["eval"]["max_eval_samples"])))
+    subset = Subset(dataset, range(min(len(dataset), config["eval"]["max_test_loss_samples"])))
     model.eval()
     total = 0.0
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):

@@ -166,6 +166,10 @@ def test_missing_data_directory(tmp_path, capsys):
             '{"dataset": "synthetic", "eval": {"num_importance_samples": 0}}',
             "eval.num_importance_samples must be positive",
         ),
+        (
+            '{"dataset": "synthetic", "eval": {"max_test_loss_samples": 0}}',
+            "eval.max_test_loss_samples must be positive",
+        ),
         ('{"eval": {"k": 1}}', "unknown eval keys"),
     ],
 )
@@ -219,3 +223,25 @@ def test_threads_flag_sets_torch_pool(config, tmp_path, restore_threads):
 def test_negative_threads_refused(config, tmp_path, capsys, restore_threads):
     code = run(config, tmp_path / "run", "--aggregation", "wb", "--threads", "-1")
     assert_refused(capsys, code, "threads must be non-negative")
+
+
+def test_the_epoch_test_loss_reads_at_most_max_test_loss_samples(monkeypatch) -> None:
+    import train
+
+    config = {**train.DEFAULTS, **TINY, "eval": {**train.DEFAULTS["eval"], **TINY["eval"]}}
+    _, test_set = train._load_datasets(config)
+    model = train.MultimodalVAE(test_set.specs, config["latent_dim"], "mwb")
+    seen: list[int] = []
+    elbo = train.elbo_loss
+
+    def counting(model, xs, **kwargs):
+        seen.append(len(xs[0]))
+        return elbo(model, xs, **kwargs)
+
+    monkeypatch.setattr(train, "elbo_loss", counting)
+    config["eval"]["max_test_loss_samples"] = 5
+    few = train.test_loss(model, test_set, config)
+    assert sum(seen) == 5
+    # the mean over the first five points, whatever follows them
+    config["eval"]["max_test_loss_samples"] = 1000
+    assert train.test_loss(model, torch.utils.data.Subset(test_set, range(5)), config) == few
