@@ -7,6 +7,7 @@ that a converged problem leaves the iteration.
 
 from __future__ import annotations
 
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -223,3 +224,14 @@ def test_two_by_two_hands_hard_and_broken_problems_on() -> None:
     result = two.solve_two_by_two(cov, weights, max_iter=100, tol=1e-12)
     assert result.accepted.tolist() == [True, False, False, False]
     assert result.converged.tolist() == [True, False, False, False]
+
+
+@pytest.mark.parametrize("condition", [1e2, 1e5, 1e7, 1e10])
+def test_two_by_two_certifies_what_it_accepts(condition: float) -> None:
+    # its roots' round-off is ε κ(H): a problem it accepts has an exact residual within tol
+    # (κ = 1e7 once slipped through: the check took the root of the roots' condition number)
+    cov, weights = _problems(286, 4, 5, 2, condition)
+    result = two.solve_two_by_two(cov, weights, max_iter=300, tol=1e-12)
+    exact = _residual(result.solution, cov, weights)
+    converged = result.converged & result.accepted
+    assert float(torch.where(converged, exact, 0.0).max()) <= 1.5e-12

@@ -92,7 +92,7 @@ def _iterate(
         steps += 1
         root = _root(point)
         images = [_root(_congruence(root, m)) for m in covs]
-        if steps == 1 and max(map(_condition, images)) ** 0.5 * _SAFETY * _EPS > tol:
+        if steps == 1 and max(map(_condition, images)) * _SAFETY * _EPS > tol:
             return point, math.inf, steps, False
         mean = tuple(sum(w * h[i] for w, h in zip(weights, images, strict=True)) for i in range(3))
         residual = _norm(tuple(h - p for h, p in zip(mean, point, strict=True))) / _norm(point)
