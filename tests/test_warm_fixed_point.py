@@ -235,3 +235,10 @@ def test_two_by_two_certifies_what_it_accepts(condition: float) -> None:
     exact = _residual(result.solution, cov, weights)
     converged = result.converged & result.accepted
     assert float(torch.where(converged, exact, 0.0).max()) <= 1.5e-12
+
+
+def test_a_tolerance_below_its_round_off_goes_straight_to_the_robust_solver(monkeypatch) -> None:
+    cov, weights = _problems(11, 3, 4, 3)
+    monkeypatch.setattr(warm, "sqrtm_psd", None)  # any work at all would fail
+    result = warm.solve_warm(cov, weights, max_iter=10, tol=0.0)
+    assert not bool(result.accepted.any()) and result.iterations == 0

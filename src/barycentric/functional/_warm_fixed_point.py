@@ -141,6 +141,9 @@ def solve_warm(
     batch, device = covs.shape[0], covs.device
     work, weights = covs.to(torch.float64), weights.to(torch.float64)
     condition_limit = tol / (_SAFETY * torch.finfo(torch.float64).eps)
+    if condition_limit < 1:  # no condition number qualifies (tol = 0 forces every step)
+        nothing = torch.zeros(batch, dtype=torch.bool, device=device)
+        return WarmSolution(covs[:, 0], covs.new_full((batch,), torch.inf), nothing, 0, nothing)
     root_mean = weighted_matrix_sum(weights, sqrtm_psd(work))
     point = symmetrise(root_mean @ root_mean)
     factor, accepted = _cholesky(point)
