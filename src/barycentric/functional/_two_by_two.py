@@ -41,6 +41,7 @@ Sym = tuple[float, float, float]
 
 
 def _root(m: Sym) -> Sym:
+    """:math:`M^{1/2} = (M + sI) / t` (module docstring); ``ValueError`` if indefinite."""
     a, b, c = m
     s = math.sqrt(max(a * c - b * b, 0.0))
     t = math.sqrt(a + c + 2.0 * s)
@@ -86,15 +87,15 @@ def _iterate(
     if not all(math.isfinite(x) for m in roots for x in m):
         return covs[0], math.inf, 0, False
     start = tuple(sum(w * r[i] for w, r in zip(weights, roots, strict=True)) for i in range(3))
-    point = _congruence(start, (1.0, 0.0, 1.0))
+    point = _congruence(start, (1.0, 0.0, 1.0))  # R I R = R²
     residual, steps = math.inf, 0
     while steps < max_iter:
         steps += 1
         root = _root(point)
-        images = [_root(_congruence(root, m)) for m in covs]
-        if steps == 1 and max(map(_condition, images)) * _SAFETY * _EPS > tol:
+        inner = [_root(_congruence(root, m)) for m in covs]  # (Σ^½ Σ_m Σ^½)^½
+        if steps == 1 and max(map(_condition, inner)) * _SAFETY * _EPS > tol:
             return point, math.inf, steps, False
-        mean = tuple(sum(w * h[i] for w, h in zip(weights, images, strict=True)) for i in range(3))
+        mean = tuple(sum(w * h[i] for w, h in zip(weights, inner, strict=True)) for i in range(3))
         residual = _norm(tuple(h - p for h, p in zip(mean, point, strict=True))) / _norm(point)
         if not math.isfinite(residual):
             return point, math.inf, steps, False
@@ -103,6 +104,7 @@ def _iterate(
         r1, r2, r3 = root
         det = r1 * r3 - r2 * r2
         inverse = (r3 / det, -r2 / det, r1 / det)
+        # Σ ← Σ^{-½} H̄² Σ^{-½}
         point = _congruence(inverse, _congruence(mean, (1.0, 0.0, 1.0)))
     return point, residual, steps, True
 
