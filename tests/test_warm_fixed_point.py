@@ -7,6 +7,8 @@ that a converged problem leaves the iteration.
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -242,3 +244,19 @@ def test_a_tolerance_below_its_round_off_goes_straight_to_the_robust_solver(monk
     monkeypatch.setattr(warm, "sqrtm_psd", None)  # any work at all would fail
     result = warm.solve_warm(cov, weights, max_iter=10, tol=0.0)
     assert not bool(result.accepted.any()) and result.iterations == 0
+
+
+def test_two_by_two_hands_on_what_it_cannot_finish() -> None:
+    # hypothesis found a float32 problem (κ = 1e5) that the unaccelerated iteration left at
+    # residual 1.4e-5 > tol after 100 steps, reported as not converged
+    cov, weights = _problems(12, 1, 4, 2, 1e5)
+    slow = two.solve_two_by_two(cov, weights, max_iter=3, tol=1e-12)
+    assert not bool(slow.accepted.any()) and not bool(slow.converged.any())
+    # the public function then solves it with the accelerated solvers
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _, bary, info = wasserstein_barycenter_full(
+            torch.zeros(1, 4, 2), cov.float(), weights.float(), max_iter=100, return_info=True
+        )
+    assert bool(info.converged.all())
+    assert float(_residual(bary, cov.float(), weights.float())) <= 1e-5

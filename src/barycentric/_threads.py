@@ -8,8 +8,9 @@ pre-empted thread again, so each region can cost a scheduler time slice: measure
 cores with one competing process, the full-covariance barycenter of 256 × (M = 5, d = 16)
 took 3.8 times longer on torch's default two threads than on one (``benchmarks/busy_cores.py``),
 while on idle cores two threads were only 1.2 times faster than one. The solvers therefore
-run on one intra-op thread when their work is below :data:`SMALL_WORK`, and restore torch's
-setting when they return (or raise). Larger problems keep the user's threads.
+run on one intra-op thread when their work is below :data:`SMALL_WORK` (the whole call,
+validation included, and the implicit backward), and restore torch's setting when they
+return (or raise). Larger problems keep the user's threads.
 """
 
 from __future__ import annotations
@@ -26,18 +27,18 @@ SMALL_WORK = 2**28
 
 
 @contextlib.contextmanager
-def solver_threads(like: torch.Tensor, work: float) -> Iterator[None]:
-    """Run the block on one intra-op thread if ``like`` is on the CPU and ``work`` is small.
+def solver_threads(device: torch.device, work: float) -> Iterator[None]:
+    """Run the block on one intra-op thread if ``device`` is the CPU and ``work`` is small.
 
     Parameters
     ----------
-    like : Tensor
-        A tensor of the solve (its device decides).
+    device : torch.device
+        Where the solve runs.
     work : float
         ``batch · M · d³``, the flops of one batched matrix product of the solve.
     """
     threads = torch.get_num_threads()
-    if like.device.type != "cpu" or threads == 1 or work > SMALL_WORK:
+    if device.type != "cpu" or threads == 1 or work > SMALL_WORK:
         yield
         return
     torch.set_num_threads(1)

@@ -15,10 +15,11 @@ so the plain fixed-point iteration
 \\Sigma^{1/2})^{1/2}\\big)^2 \\Sigma^{-1/2}` is a few dozen float operations per expert and
 step, run here on Python floats (float64). Its residual is the library's,
 :math:`\\|\\sum_m \\lambda_m (\\Sigma^{1/2} \\Sigma_m \\Sigma^{1/2})^{1/2} - \\Sigma\\|_F /
-\\|\\Sigma\\|_F`. The determinant loses about :math:`\\varepsilon \\kappa` to cancellation, so
-as in :mod:`~barycentric.functional._warm_fixed_point` a problem is accepted only where
-:math:`16 \\varepsilon \\kappa \\le` ``tol`` for the roots it takes; the others are left to
-the batched solvers.
+\\|\\Sigma\\|_F`; a problem it does not finish in ``max_iter`` steps (the iteration is not
+accelerated) is left to the batched solvers. The determinant loses about
+:math:`\\varepsilon \\kappa` to cancellation, so as in ``_warm_fixed_point`` a problem is
+accepted only where :math:`16 \\varepsilon \\kappa \\le` ``tol`` for the roots it takes; the
+others are left to the batched solvers.
 """
 
 from __future__ import annotations
@@ -99,14 +100,16 @@ def _iterate(
         residual = _norm(tuple(h - p for h, p in zip(mean, point, strict=True))) / _norm(point)
         if not math.isfinite(residual):
             return point, math.inf, steps, False
-        if residual <= tol or steps == max_iter:
+        if residual <= tol:
             break
         r1, r2, r3 = root
         det = r1 * r3 - r2 * r2
         inverse = (r3 / det, -r2 / det, r1 / det)
         # Σ ← Σ^{-½} H̄² Σ^{-½}
         point = _congruence(inverse, _congruence(mean, (1.0, 0.0, 1.0)))
-    return point, residual, steps, True
+    # unaccelerated, it can need far more steps than the batched solvers on ill-conditioned
+    # problems: one it could not finish is theirs
+    return point, residual, steps, residual <= tol
 
 
 def solve_two_by_two(

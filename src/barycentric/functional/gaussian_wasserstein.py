@@ -388,7 +388,7 @@ class _ImplicitFixedPoint(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         solution, covs, weights = ctx.saved_tensors
-        with solver_threads(covs, _work(covs)):
+        with solver_threads(covs.device, _work(covs)):
             grad_covs, grad_weights = _implicit_vjp(
                 solution, covs, weights, grad, ctx.needs_input_grad[1:3], ctx.max_iter, ctx.tol
             )
@@ -415,8 +415,14 @@ def _mccann(covs: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
 
 
 def _work(covs: torch.Tensor) -> int:
-    """Flops of one batched product over ``covs (..., M, d, d)``: ``batch · M · d³``."""
-    return covs.shape[:-2].numel() * covs.shape[-1] ** 3
+    """Flops of one batched product over ``covs (..., M, d, d)``: ``batch · M · d³`` (0 for
+    anything else, which validation then refuses)."""
+    shape = getattr(covs, "shape", ())
+    return math.prod(shape[:-2]) * shape[-1] ** 3 if len(shape) >= 2 else 0
+
+
+def _device(tensor: object) -> torch.device:
+    return tensor.device if isinstance(tensor, torch.Tensor) else torch.device("cpu")
 
 
 def _is_diagonal(covs: torch.Tensor) -> bool:
@@ -505,44 +511,46 @@ def wasserstein_barycenter_full(
     if backward not in ("implicit", "unroll"):
         raise ValueError(f"`backward` must be 'implicit' or 'unroll', got {backward!r}")
     max_iter = check_int(max_iter, "max_iter", minimum=1)
-    loc, cov, weights = prepare_experts(loc, cov, weights, full=True)
-    # after promotion: integer or mixed-precision inputs get the computing dtype's tolerance
-    tol = default_tolerance(cov.dtype) if tol is None else tol
-    mean = weighted_sum(weights, loc)
-    needs_grad = torch.is_grad_enabled() and (cov.requires_grad or weights.requires_grad)
-    # the barycenter is 1-homogeneous: solve at unit scale, where no product of roots can
-    # underflow or overflow, and scale back (exactly, by a power of two)
-    scale = power_of_two_scale((weights * _mean_variance(cov)).sum(-1))
-    covs = cov / scale[..., None, None, None]
-    info = None
-    if covs.shape[-3] == 1:
-        bary = covs[..., 0, :, :]
-    elif covs.shape[-3] == 2:
-        bary = _mccann(covs, weights)
-    elif not needs_grad and _is_diagonal(covs):
-        bary = _diagonal_closed_form(covs, weights)
-    else:
-        batch, (m, d) = covs.shape[:-3], covs.shape[-3:-1]
-        flat_covs = covs.reshape(math.prod(batch), m, d, d)
-        flat_weights = weights.reshape(math.prod(batch), m)
-        if backward == "unroll":
-            bary, info = _solve(flat_covs, flat_weights, max_iter, tol, differentiable=True)
+    # small solves run on one intra-op thread, validation included (barycentric._threads)
+    with solver_threads(_device(cov), _work(cov)):
+        loc, cov, weights = prepare_experts(loc, cov, weights, full=True)
+        # after promotion: integer or mixed-precision inputs get the computing dtype's tolerance
+        tol = default_tolerance(cov.dtype) if tol is None else tol
+        mean = weighted_sum(weights, loc)
+        needs_grad = torch.is_grad_enabled() and (cov.requires_grad or weights.requires_grad)
+        # the barycenter is 1-homogeneous: solve at unit scale, where no product of roots can
+        # underflow or overflow, and scale back (exactly, by a power of two)
+        scale = power_of_two_scale((weights * _mean_variance(cov)).sum(-1))
+        covs = cov / scale[..., None, None, None]
+        info = None
+        if covs.shape[-3] == 1:
+            bary = covs[..., 0, :, :]
+        elif covs.shape[-3] == 2:
+            bary = _mccann(covs, weights)
+        elif not needs_grad and _is_diagonal(covs):
+            bary = _diagonal_closed_form(covs, weights)
         else:
-            with torch.no_grad(), solver_threads(flat_covs, _work(flat_covs)):
-                solution, info = _solve(
-                    flat_covs, flat_weights, max_iter, tol, differentiable=False
-                )
-            bary = _ImplicitFixedPoint.apply(solution, flat_covs, flat_weights, max_iter, tol)
-        bary = bary.reshape(*batch, d, d)
-        info = FixedPointInfo(
-            info.iterations, info.residual.reshape(batch), info.converged.reshape(batch)
-        )
-    bary = bary * scale[..., None, None]
-    if info is None:
-        info = FixedPointInfo.exact(bary.detach()[..., 0, 0])
-    else:
-        _warn_unconverged(info, tol)
-    return (mean, bary, info) if return_info else (mean, bary)
+            batch, (m, d) = covs.shape[:-3], covs.shape[-3:-1]
+            flat_covs = covs.reshape(math.prod(batch), m, d, d)
+            flat_weights = weights.reshape(math.prod(batch), m)
+            if backward == "unroll":
+                bary, info = _solve(flat_covs, flat_weights, max_iter, tol, differentiable=True)
+            else:
+                with torch.no_grad():
+                    solution, info = _solve(
+                        flat_covs, flat_weights, max_iter, tol, differentiable=False
+                    )
+                bary = _ImplicitFixedPoint.apply(solution, flat_covs, flat_weights, max_iter, tol)
+            bary = bary.reshape(*batch, d, d)
+            info = FixedPointInfo(
+                info.iterations, info.residual.reshape(batch), info.converged.reshape(batch)
+            )
+        bary = bary * scale[..., None, None]
+        if info is None:
+            info = FixedPointInfo.exact(bary.detach()[..., 0, 0])
+        else:
+            _warn_unconverged(info, tol)
+        return (mean, bary, info) if return_info else (mean, bary)
 
 
 def _warn_unconverged(info: FixedPointInfo, tol: float) -> None:
