@@ -10,7 +10,9 @@ took 3.8 times longer on torch's default two threads than on one (``benchmarks/b
 while on idle cores two threads were only 1.2 times faster than one. The solvers therefore
 run on one intra-op thread when their work is below :data:`SMALL_WORK` (the whole call,
 validation included, and the implicit backward), and restore torch's setting when they
-return (or raise). Larger problems keep the user's threads.
+return (or raise). Larger problems keep the user's threads. The setting is process-wide:
+while such a call runs, torch operations in the process's other Python threads also run on
+one intra-op thread.
 """
 
 from __future__ import annotations
