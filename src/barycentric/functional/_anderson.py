@@ -32,6 +32,11 @@ class Anderson:
         self.points: list[torch.Tensor] = []
         self.images: list[torch.Tensor] = []
 
+    def keep(self, rows: torch.Tensor) -> None:
+        """Keep the histories of the problems ``rows`` (a bool mask or index)."""
+        self.points = [p[rows] for p in self.points]
+        self.images = [f[rows] for f in self.images]
+
     def __call__(
         self, point: torch.Tensor, image: torch.Tensor, keep: torch.Tensor | None = None
     ) -> torch.Tensor:
@@ -41,8 +46,7 @@ class Anderson:
         histories of problems that have left the iteration.
         """
         if keep is not None:
-            self.points = [p[keep] for p in self.points]
-            self.images = [f[keep] for f in self.images]
+            self.keep(keep)
         self.points = [*self.points, point.flatten(1)][-(self.memory + 1) :]
         self.images = [*self.images, image.flatten(1)][-(self.memory + 1) :]
         if len(self.points) < 2:

@@ -28,7 +28,6 @@ import math
 
 import torch
 
-from barycentric.functional._experts import weighted_matrix_sum
 from barycentric.functional._warm_fixed_point import WarmSolution
 
 __all__ = ["MAX_PROBLEMS", "solve_two_by_two"]
@@ -123,16 +122,10 @@ def solve_two_by_two(
         _solve_one([tuple(m) for m in problem], w, max_iter, tol)
         for problem, w in zip(entries, weights.detach().double().tolist(), strict=True)
     ]
-    # a weight of exactly 1 is the only expert present: that expert, exactly
-    alone = (weights == 1).any(-1)
-    solution = torch.tensor(
-        [[a, b, b, c] for (a, b, c), *_ in results], dtype=torch.float64
-    ).reshape(-1, 2, 2)
-    solution = solution.to(covs.dtype)
-    solution = torch.where(alone[:, None, None], weighted_matrix_sum(weights, covs), solution)
+    solution = torch.tensor([[a, b, b, c] for (a, b, c), *_ in results], dtype=torch.float64)
+    solution = solution.reshape(-1, 2, 2).to(covs.dtype)
     residual = torch.tensor([r for _, r, _, _ in results], dtype=covs.dtype)
-    residual = torch.where(alone, 0.0, residual)
-    accepted = torch.tensor([a for *_, a in results], dtype=torch.bool) | alone
+    accepted = torch.tensor([a for *_, a in results], dtype=torch.bool)
     return WarmSolution(
         solution,
         residual,

@@ -150,12 +150,7 @@ def solve_warm(
     solution = point.clone()
     residual = work.new_full((batch,), torch.inf)
     converged = torch.zeros(batch, dtype=torch.bool, device=device)
-    # a weight of exactly 1 is the only expert present: the mean is that expert, exactly
-    alone = (weights == 1).any(-1)
-    solution = torch.where(alone[:, None, None], weighted_matrix_sum(weights, work), solution)
-    residual = torch.where(alone, 0.0, residual)
-    converged = alone
-    active = torch.nonzero(accepted & ~alone).squeeze(-1)
+    active = torch.nonzero(accepted).squeeze(-1)
     factor, point = factor[active], point[active]
     work, weights = work[active], weights[active]
     early = _EARLY_ACCURACY_SMALL if covs.shape[-1] <= _SMALL_DIM else _EARLY_ACCURACY
@@ -213,8 +208,7 @@ def solve_warm(
             )
             work, weights = work[keep], weights[keep]
             roots.keep(keep)
-            accelerate.points = [p[keep] for p in accelerate.points]
-            accelerate.images = [f[keep] for f in accelerate.images]
+            accelerate.keep(keep)
     return WarmSolution(
         solution.to(covs.dtype), residual.to(covs.dtype), converged, iterations, accepted
     )

@@ -251,7 +251,8 @@ def _solve(
 ) -> tuple[torch.Tensor, FixedPointInfo]:
     """The fixed point of each problem of ``covs (B, M, d, d)``, ``weights (B, M)``.
 
-    Outside autograd, by :func:`~barycentric.functional._warm_fixed_point.solve_warm` (a
+    A problem with one present expert (a weight of exactly 1) is that expert. The others:
+    outside autograd, by :func:`~barycentric.functional._warm_fixed_point.solve_warm` (a
     few 2 × 2 problems on the CPU: :func:`~barycentric.functional._two_by_two.
     solve_two_by_two`), and by :func:`_solve_robust` for the problems these do not accept
     (ill-conditioned, singular or not finite); through autograd (``backward="unroll"``), by
@@ -259,17 +260,29 @@ def _solve(
     """
     if differentiable:
         return _solve_robust(covs, weights, max_iter, tol, differentiable)
+    # a weight of exactly 1 is the only expert present: the answer is that expert, exactly
+    solution = weighted_matrix_sum(weights, covs)
+    residual = covs.new_zeros(covs.shape[0])
+    converged = torch.ones(covs.shape[0], dtype=torch.bool, device=covs.device)
+    rest = torch.nonzero(~(weights == 1).any(-1)).squeeze(-1)
+    if rest.numel() == 0:
+        return solution, FixedPointInfo(0, residual, converged)
+    covs, weights = covs[rest], weights[rest]
     small = covs.shape[-1] == 2 and covs.device.type == "cpu" and covs.shape[0] <= MAX_PROBLEMS
     warm = (solve_two_by_two if small else solve_warm)(covs, weights, max_iter, tol)
-    info = FixedPointInfo(warm.iterations, warm.residual, warm.converged)
+    found, iterations = warm.solution, warm.iterations
+    found_residual, found_converged = warm.residual, warm.converged
     hard = torch.nonzero(~warm.accepted).squeeze(-1)
-    if hard.numel() == 0:
-        return warm.solution, info
-    solution, robust = _solve_robust(covs[hard], weights[hard], max_iter, tol, differentiable)
-    return warm.solution.index_copy(0, hard, solution), FixedPointInfo(
-        max(info.iterations, robust.iterations),
-        info.residual.index_copy(0, hard, robust.residual),
-        info.converged.index_copy(0, hard, robust.converged),
+    if hard.numel() > 0:
+        robust, info = _solve_robust(covs[hard], weights[hard], max_iter, tol, differentiable)
+        found = found.index_copy(0, hard, robust)
+        found_residual = found_residual.index_copy(0, hard, info.residual)
+        found_converged = found_converged.index_copy(0, hard, info.converged)
+        iterations = max(iterations, info.iterations)
+    return solution.index_copy(0, rest, found), FixedPointInfo(
+        iterations,
+        residual.index_copy(0, rest, found_residual),
+        converged.index_copy(0, rest, found_converged),
     )
 
 
@@ -286,8 +299,7 @@ def _solve_robust(
     \\Sigma_m^{1/2})^2`. Only the active problems are computed: a problem leaves when its
     residual reaches ``tol`` (it returns the covariance that residual certifies), when a
     step is not finite (it returns its last finite iterate, ``converged=False``, residual
-    ``inf``), or at ``max_iter``. Outside autograd a problem with one present expert is
-    that expert, exactly.
+    ``inf``), or at ``max_iter``.
     """
     batch = covs.shape[0]
     cov_roots = sqrtm_psd(covs)
@@ -295,13 +307,7 @@ def _solve_robust(
     solution = symmetrise(factor @ factor)
     residual = covs.new_full((batch,), torch.inf)
     converged = torch.zeros(batch, dtype=torch.bool, device=covs.device)
-    if not differentiable:
-        # a weight of exactly 1 is the only expert present
-        alone = (weights == 1).any(-1)
-        solution = torch.where(alone[:, None, None], weighted_matrix_sum(weights, covs), solution)
-        residual = torch.where(alone, 0.0, residual)
-        converged = alone
-    active = torch.nonzero(~converged & torch.isfinite(factor).all(-1).all(-1)).squeeze(-1)
+    active = torch.nonzero(torch.isfinite(factor).all(-1).all(-1)).squeeze(-1)
     factor = factor[active]
     accelerate = None if differentiable else Anderson()
     iterations = 0
