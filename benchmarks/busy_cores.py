@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import io
 import json
 import os
 import statistics
@@ -40,6 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 from cases.common import environment, markdown_table, random_spd_problems, seconds
+from cases.wasserstein_full import pot_loop
 
 import barycentric.functional as F
 
@@ -137,23 +137,12 @@ def time_calls(fn: Callable[[], object], workload: Workload) -> dict[str, Any]:
     return {"median_s": statistics.median(times), "runs": len(times)}
 
 
-def _pot_loop(loc: torch.Tensor, cov: torch.Tensor) -> Callable[[], None]:
+def _pot_loop(loc: torch.Tensor, cov: torch.Tensor) -> Callable[[], object]:
     """POT's fixed point, one call per problem, to the residual ``TOL`` (as in case 1)."""
-    import ot
-
     _, ours = F.wasserstein_barycenter_full(loc, cov, tol=TOL)
     eps = (TOL * torch.linalg.matrix_norm(ours)).tolist()
     weights = np.full(loc.shape[1], 1 / loc.shape[1])
-    problems = list(zip(loc.numpy(), cov.numpy(), eps, strict=True))
-
-    def solve() -> None:
-        with contextlib.redirect_stdout(io.StringIO()):
-            for m, c, e in problems:
-                ot.gaussian.bures_wasserstein_barycenter(
-                    m, c, weights, method="fixed_point", num_iter=1000, eps=e
-                )
-
-    return solve
+    return pot_loop(list(zip(loc.numpy(), cov.numpy(), [weights] * len(eps), eps, strict=True)))
 
 
 def _vae_step(batch: int) -> Callable[[], None]:

@@ -93,9 +93,12 @@ def _ours(
     }, bary
 
 
-def _pot_loop(
+def pot_loop(
     problems: list[tuple[Any, Any, Any, float]],
 ) -> Callable[[], list[tuple[Any, dict[str, Any]]]]:
+    """POT's fixed point on each ``(means, covs, weights, eps)``, one call per problem:
+    ``[(barycenter covariance, log)]``."""
+
     def solve() -> list[tuple[Any, dict[str, Any]]]:
         out = []
         # POT prints "Dit not converge." instead of warning; keep stdout for the report.
@@ -127,7 +130,7 @@ def _pot(
     problems = [
         (convert(loc[i]), convert(cov[i]), convert(weights[i]), eps[i].item()) for i in range(n)
     ]
-    timing, out = measure(_pot_loop(problems), settings.device, settings.min_run_time)
+    timing, out = measure(pot_loop(problems), settings.device, settings.min_run_time)
     bary = torch.stack([torch.as_tensor(b).cpu() for b, _ in out])
     iterations = [int(log["num_iter"]) + 1 for _, log in out]  # maps evaluated
     converged = [
