@@ -260,3 +260,65 @@ def test_two_by_two_hands_on_what_it_cannot_finish() -> None:
         )
     assert bool(info.converged.all())
     assert float(_residual(bary, cov.float(), weights.float())) <= 1e-5
+
+
+# --- McCann's geodesic for a few 2 × 2 problems, in Python floats ---------------------------
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    batch=st.integers(1, two.MAX_PROBLEMS),
+    log_condition=st.floats(0.0, 8.0),
+)
+def test_two_by_two_mccann_agrees_with_the_batched_geodesic(
+    seed: int, batch: int, log_condition: float
+) -> None:
+    cov, weights = _problems(seed, batch, 2, 2, 10**log_condition)
+    small = two.mccann_two_by_two(cov, weights)
+    batched = gw._mccann(cov, weights, needs_grad=True)  # the autograd path: tensors
+    # both are backward stable: they differ by about ε κ, and both are fixed points
+    difference = torch.linalg.matrix_norm(small - batched) / torch.linalg.matrix_norm(batched)
+    assert float(difference.max()) <= 1e-14 * 10**log_condition + 1e-14
+    assert float(_residual(small, cov, weights).max()) <= 1e-13
+
+
+def test_two_by_two_mccann_is_exact_for_commuting_covariances() -> None:
+    angle = torch.tensor(0.7, dtype=F64)
+    q = torch.stack(
+        [torch.stack([angle.cos(), -angle.sin()]), torch.stack([angle.sin(), angle.cos()])]
+    )
+    first, second = torch.tensor([4.0, 0.25], dtype=F64), torch.tensor([1.0, 9.0], dtype=F64)
+    cov = torch.stack([q @ torch.diag(first) @ q.T, q @ torch.diag(second) @ q.T])[None]
+    weights = torch.tensor([[0.3, 0.7]], dtype=F64)
+    # walked from the heavier expert: t = 0.3 from the second
+    expected = q @ torch.diag((0.3 * first.sqrt() + 0.7 * second.sqrt()).square()) @ q.T
+    torch.testing.assert_close(two.mccann_two_by_two(cov, weights)[0], expected, rtol=1e-14, atol=0)
+
+
+def test_two_by_two_mccann_returns_a_lone_expert_exactly() -> None:
+    cov, _ = _problems(13, 2, 2, 2)
+    weights = torch.tensor([[0.0, 1.0], [1.0, 0.0]], dtype=F64)
+    result = two.mccann_two_by_two(cov, weights)
+    assert torch.equal(result[0], cov[0, 1]) and torch.equal(result[1], cov[1, 0])
+
+
+def test_two_by_two_mccann_serves_few_problems_outside_autograd(monkeypatch) -> None:
+    cov, weights = _problems(14, 1, 2, 2)
+    calls: list[int] = []
+    mccann = two.mccann_two_by_two
+
+    def counting(*args):
+        calls.append(args[0].shape[0])
+        return mccann(*args)
+
+    monkeypatch.setattr(gw, "mccann_two_by_two", counting)
+    loc = torch.zeros(1, 2, 2, dtype=F64)
+    _, bary = wasserstein_barycenter_full(loc.float(), cov.float(), weights.float())
+    assert calls == [1] and bary.dtype == F32
+    assert float(_residual(bary, cov, weights).max()) <= 1e-6
+    # through autograd, and for larger batches, the batched geodesic
+    wasserstein_barycenter_full(loc, cov.clone().requires_grad_(), weights)
+    big, big_weights = _problems(15, two.MAX_PROBLEMS + 1, 2, 2)
+    wasserstein_barycenter_full(torch.zeros(big.shape[:-1], dtype=F64), big, big_weights)
+    assert calls == [1]

@@ -103,8 +103,15 @@ def _decompose(decomposition, a: torch.Tensor) -> tuple[torch.Tensor, ...]:
 
     A matrix that is not finite, or on which LAPACK fails, gets NaN factors in its own
     slot: the batched LAPACK call stops at the first failure, so on failure the batch is
-    decomposed again one matrix at a time.
+    decomposed again one matrix at a time. The callers scale their matrices to entries of
+    order one, so one finite sum over the batch says that every entry is finite (a sum that
+    overflows only sends a finite batch down the careful path).
     """
+    if bool(torch.isfinite(a.sum())):
+        try:
+            return tuple(decomposition(a))
+        except torch.linalg.LinAlgError:
+            pass
     finite = torch.isfinite(a).all(-1).all(-1)
     eye = torch.eye(a.shape[-1], dtype=a.dtype, device=a.device)
     clean = torch.where(finite[..., None, None], a, eye)
@@ -157,7 +164,8 @@ def eigh_psd(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         Orthonormal columns; NaN where the eigenvalues are.
     """
     scale = _matrix_scale(a)
-    values, vectors = _decompose(torch.linalg.eigh, symmetrise(a) / scale.unsqueeze(-1))
+    # (A + Aᵀ) · (1/2 / scale): the symmetric part, scaled exactly (scale is a power of two)
+    values, vectors = _decompose(torch.linalg.eigh, (a + a.mT) * (0.5 / scale.unsqueeze(-1)))
     values = values * scale
     return _resolution_floor(values, values[..., -1:]), vectors
 

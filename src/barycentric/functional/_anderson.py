@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
-
 import torch
 
 __all__ = ["MEMORY", "Anderson"]
@@ -15,11 +13,13 @@ MEMORY = 4
 class Anderson:
     """Anderson acceleration of a batched matrix fixed point :math:`X = G(X)`.
 
-    Keeps the last ``memory + 1`` iterates :math:`X_k` and images :math:`G(X_k)` and
-    proposes :math:`G(X_k) - \\Delta G\\, \\gamma` with
+    Keeps the differences of the last ``memory + 1`` iterates :math:`X_k` and images
+    :math:`G(X_k)` and proposes :math:`G(X_k) - \\Delta G\\, \\gamma` with
     :math:`\\gamma = \\arg\\min_\\gamma \\|r_k - \\Delta r\\, \\gamma\\|` (:math:`r = G(X) - X`),
     problem by problem, so a problem never mixes with another. A proposal that is not finite
-    is replaced by the plain step :math:`G(X_k)`.
+    is replaced by the plain step :math:`G(X_k)`. The differences live in a ring buffer
+    ``(B, memory, n)``, one row written per step (the least-squares problem does not depend
+    on the order of its columns).
 
     Parameters
     ----------
@@ -29,13 +29,18 @@ class Anderson:
 
     def __init__(self, memory: int = MEMORY) -> None:
         self.memory = memory
-        self.points: list[torch.Tensor] = []
-        self.images: list[torch.Tensor] = []
+        self.steps = 0
+        self.image: torch.Tensor | None = None
+        self.residual: torch.Tensor | None = None
+        self.d_image: torch.Tensor | None = None
+        self.d_residual: torch.Tensor | None = None
 
     def keep(self, rows: torch.Tensor) -> None:
         """Keep the histories of the problems ``rows`` (a bool mask or index)."""
-        self.points = [p[rows] for p in self.points]
-        self.images = [f[rows] for f in self.images]
+        if self.image is not None:
+            self.image, self.residual = self.image[rows], self.residual[rows]
+        if self.d_image is not None:
+            self.d_image, self.d_residual = self.d_image[rows], self.d_residual[rows]
 
     def __call__(
         self, point: torch.Tensor, image: torch.Tensor, keep: torch.Tensor | None = None
@@ -47,22 +52,30 @@ class Anderson:
         """
         if keep is not None:
             self.keep(keep)
-        self.points = [*self.points, point.flatten(1)][-(self.memory + 1) :]
-        self.images = [*self.images, image.flatten(1)][-(self.memory + 1) :]
-        if len(self.points) < 2:
+        flat = image.flatten(1)
+        residual = flat - point.flatten(1)
+        previous_image, previous_residual = self.image, self.residual
+        self.image, self.residual = flat, residual
+        if previous_image is None:
             return image
-        residuals = [f - x for f, x in zip(self.images, self.points, strict=True)]
-        d_residual = torch.stack([b - a for a, b in itertools.pairwise(residuals)], -1)
-        d_image = torch.stack([b - a for a, b in itertools.pairwise(self.images)], -1)
-        gram = d_residual.mT @ d_residual
+        if self.d_image is None:
+            self.d_image = flat.new_empty(flat.shape[0], self.memory, flat.shape[1])
+            self.d_residual = torch.empty_like(self.d_image)
+        row = self.steps % self.memory
+        self.steps += 1
+        torch.sub(flat, previous_image, out=self.d_image[:, row])
+        torch.sub(residual, previous_residual, out=self.d_residual[:, row])
+        filled = min(self.steps, self.memory)
+        d_image, d_residual = self.d_image[:, :filled], self.d_residual[:, :filled]
+        gram = d_residual @ d_residual.mT
         # a tiny ridge keeps the normal equations solvable once differences vanish
         ridge = (
             1e-10 * torch.diagonal(gram, dim1=-2, dim2=-1).sum(-1) + torch.finfo(gram.dtype).tiny
         )
-        eye = torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
+        eye = torch.eye(filled, dtype=gram.dtype, device=gram.device)
         gamma, _ = torch.linalg.solve_ex(
-            gram + ridge[..., None, None] * eye, d_residual.mT @ residuals[-1].unsqueeze(-1)
+            gram + ridge[..., None, None] * eye, d_residual @ residual.unsqueeze(-1)
         )
-        mixed = (self.images[-1].unsqueeze(-1) - d_image @ gamma).reshape(image.shape)
+        mixed = torch.baddbmm(flat.unsqueeze(-2), gamma.mT, d_image, alpha=-1).view_as(image)
         finite = torch.isfinite(mixed.flatten(1)).all(-1)
         return torch.where(finite.reshape(-1, *(1,) * (image.ndim - 1)), mixed, image)

@@ -20,6 +20,11 @@ accelerated) is left to the batched solvers. The determinant loses about
 :math:`\\varepsilon \\kappa` to cancellation, so as in ``_warm_fixed_point`` a problem is
 accepted only where :math:`16 \\varepsilon \\kappa \\le` ``tol`` for the roots it takes; the
 others are left to the batched solvers.
+
+Two experts need no iteration: McCann's geodesic (:func:`mccann_two_by_two`) takes the
+closed-form roots and the rotation :math:`Q` of the polar decomposition of
+:math:`\\Sigma_2^{1/2} \\Sigma_1^{1/2}`, whose determinant is positive, so :math:`Q` is the
+rotation by :math:`\\theta = \\operatorname{atan2}(x_{21} - x_{12}, x_{11} + x_{22})`.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import torch
 
 from barycentric.functional._warm_fixed_point import WarmSolution
 
-__all__ = ["MAX_PROBLEMS", "solve_two_by_two"]
+__all__ = ["MAX_PROBLEMS", "mccann_two_by_two", "solve_two_by_two"]
 
 #: Batches of at most this many 2 × 2 problems are solved here.
 MAX_PROBLEMS = 4
@@ -133,3 +138,38 @@ def solve_two_by_two(
         max((s for _, _, s, _ in results), default=0),
         accepted,
     )
+
+
+def _geodesic(first: Sym, second: Sym, t: float) -> Sym:
+    """:math:`G G^\\top`, :math:`G = (1 - t) S_1 + t S_2 Q` (module docstring)."""
+    s1, s2 = _root(first), _root(second)
+    # X = S2 S1, not symmetric
+    x11, x12 = s2[0] * s1[0] + s2[1] * s1[1], s2[0] * s1[1] + s2[1] * s1[2]
+    x21, x22 = s2[1] * s1[0] + s2[2] * s1[1], s2[1] * s1[1] + s2[2] * s1[2]
+    theta = math.atan2(x21 - x12, x11 + x22)
+    cos, sin = math.cos(theta), math.sin(theta)
+    # S2 Q, Q = [[cos, -sin], [sin, cos]]
+    q11, q12 = s2[0] * cos + s2[1] * sin, s2[1] * cos - s2[0] * sin
+    q21, q22 = s2[1] * cos + s2[2] * sin, s2[2] * cos - s2[1] * sin
+    g11, g12 = (1 - t) * s1[0] + t * q11, (1 - t) * s1[1] + t * q12
+    g21, g22 = (1 - t) * s1[1] + t * q21, (1 - t) * s1[2] + t * q22
+    return g11 * g11 + g12 * g12, g11 * g21 + g12 * g22, g21 * g21 + g22 * g22
+
+
+def mccann_two_by_two(covs: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """McCann's interpolant of each problem of ``covs (B, 2, 2, 2)``, ``weights (B, 2)``
+    (normalised), walked from the expert of larger weight, on the CPU in Python floats.
+
+    Returns
+    -------
+    Tensor, shape (B, 2, 2)
+        In ``covs``' dtype; a lone expert (the other's weight zero) exactly as it is.
+    """
+    entries = covs.detach().to("cpu", torch.float64)[..., [0, 0, 1], [0, 1, 1]].tolist()
+    results = []
+    for (first, second), (w1, w2) in zip(entries, weights.detach().double().tolist(), strict=True):
+        if w2 > w1:
+            first, second, w1, w2 = second, first, w2, w1
+        results.append(first if w2 == 0 else _geodesic(tuple(first), tuple(second), w2))
+    solution = torch.tensor([[a, b, b, c] for a, b, c in results], dtype=torch.float64)
+    return solution.reshape(-1, 2, 2).to(covs.dtype)

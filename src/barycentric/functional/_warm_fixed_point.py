@@ -82,28 +82,46 @@ def _congruent(factor: torch.Tensor, covs: torch.Tensor) -> torch.Tensor:
     return (right.mT.reshape(batch, experts * dim, dim) @ factor).view_as(covs)
 
 
+def _lyapunov_kernel(roots: torch.Tensor) -> torch.Tensor:
+    """:math:`K_{ij} = 1 / (x_i + x_j)` for the diagonals ``roots (..., d)`` of the roots."""
+    return (roots.unsqueeze(-1) + roots.unsqueeze(-2)).reciprocal_()
+
+
 class _Roots:
-    """The roots :math:`H_m = V X V^\\top` of the active problems, warm from step to step."""
+    """The roots :math:`H_m = V X V^\\top` of the active problems, warm from step to step.
+
+    The bases are kept transposed, ``rows (B, M, d, d)`` holding :math:`V_m^\\top`, so that
+    :math:`G_m = V_m^\\top L^\\top` is one product of ``(B, M d, d)`` stacks and the rotated
+    matrices :math:`V_m^\\top P_m V_m = G_m \\Sigma_m G_m^\\top` two more.
+    """
 
     def __init__(self, congruent: torch.Tensor) -> None:
-        values, self.basis = eigh_psd(congruent)
+        values, basis = eigh_psd(congruent)
+        self.rows = basis.mT.contiguous()
         roots = values.sqrt()
         self.condition = roots[..., -1] / roots[..., 0]
         self.root = torch.diag_embed(roots)
+        self.kernel = _lyapunov_kernel(roots)
+
+    def _rotated(self, factor: torch.Tensor, covs: torch.Tensor) -> torch.Tensor:
+        """:math:`V_m^\\top L^\\top \\Sigma_m L V_m` for ``factor (B, d, d)`` and ``covs
+        (B, M, d, d)``."""
+        batch, experts, dim = covs.shape[:3]
+        stacked = self.rows.view(batch, experts * dim, dim) @ factor.mT
+        rotated = stacked.view_as(covs)
+        return (rotated @ covs) @ rotated.mT
 
     def refresh(self, factor: torch.Tensor, covs: torch.Tensor, tolerance: torch.Tensor) -> None:
         """Update the roots to the new factor ``L (B, d, d)``, to a relative ``tolerance
         (B, 1)``: Newton steps in the current bases, eigendecompositions where they fall
         short."""
-        rotated = self.basis.mT @ _congruent(factor, covs) @ self.basis
+        rotated = self._rotated(factor, covs)
         # ‖X‖_F² = tr X² = tr P̃
         norm = torch.diagonal(rotated, dim1=-2, dim2=-1).sum(-1).clamp_min(0).sqrt()
-        diagonal = torch.diagonal(self.root, dim1=-2, dim2=-1)
-        kernel = (diagonal.unsqueeze(-1) + diagonal.unsqueeze(-2)).reciprocal_()
         flat = self.root.view(-1, *self.root.shape[-2:])
         for _ in range(INNER_STEPS):
             correction = torch.baddbmm(rotated.view_as(flat), flat, flat, alpha=-1)
-            correction = correction.view_as(self.root).mul_(kernel)
+            correction = correction.view_as(self.root).mul_(self.kernel)
             self.root.add_(correction)
             change = torch.linalg.matrix_norm(correction) / norm
             # on an accelerator, no host synchronisation until the steps are done
@@ -113,18 +131,20 @@ class _Roots:
         if stale[0].numel() == 0:
             return
         values, vectors = eigh_psd(rotated[stale])
-        self.basis.index_put_(stale, self.basis[stale] @ vectors)
-        self.root.index_put_(stale, torch.diag_embed(values.sqrt()))
+        self.rows.index_put_(stale, vectors.mT @ self.rows[stale])
+        roots = values.sqrt()
+        self.root.index_put_(stale, torch.diag_embed(roots))
+        self.kernel.index_put_(stale, _lyapunov_kernel(roots))
 
     def mean(self, weights: torch.Tensor) -> torch.Tensor:
         """:math:`\\bar H = \\sum_m \\lambda_m V_m X_m V_m^\\top`."""
-        roots = (self.basis @ self.root) @ self.basis.mT
+        roots = (self.rows.mT @ self.root) @ self.rows
         return symmetrise((weights.unsqueeze(-2) @ roots.flatten(-2)).view_as(roots[:, 0]))
 
     def keep(self, rows: torch.Tensor) -> None:
         """Keep the problems ``rows`` (a bool mask)."""
         if not bool(rows.all()):
-            self.basis, self.root = self.basis[rows], self.root[rows]
+            self.rows, self.root, self.kernel = self.rows[rows], self.root[rows], self.kernel[rows]
 
 
 def solve_warm(

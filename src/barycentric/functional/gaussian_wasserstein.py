@@ -105,7 +105,11 @@ from barycentric.functional._experts import (
     weighted_matrix_sum,
     weighted_sum,
 )
-from barycentric.functional._two_by_two import MAX_PROBLEMS, solve_two_by_two
+from barycentric.functional._two_by_two import (
+    MAX_PROBLEMS,
+    mccann_two_by_two,
+    solve_two_by_two,
+)
 from barycentric.functional._warm_fixed_point import solve_warm
 from barycentric.linalg import polar, power_of_two_scale, sqrtm_psd, symmetrise
 
@@ -268,7 +272,7 @@ def _solve(
     if rest.numel() == 0:
         return solution, FixedPointInfo(0, residual, converged)
     covs, weights = covs[rest], weights[rest]
-    small = covs.shape[-1] == 2 and covs.device.type == "cpu" and covs.shape[0] <= MAX_PROBLEMS
+    small = _few_two_by_two(covs.shape[-1], covs.shape[0], covs.device)
     warm = (solve_two_by_two if small else solve_warm)(covs, weights, max_iter, tol)
     found, iterations = warm.solution, warm.iterations
     found_residual, found_converged = warm.residual, warm.converged
@@ -401,7 +405,7 @@ class _ImplicitFixedPoint(torch.autograd.Function):
         return None, grad_covs, grad_weights, None, None
 
 
-def _mccann(covs: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+def _mccann(covs: torch.Tensor, weights: torch.Tensor, needs_grad: bool) -> torch.Tensor:
     """The point :math:`t = \\lambda_2` of the geodesic from ``covs[..., 0]`` to ``covs[..., 1]``.
 
     :math:`\\Sigma_t = G G^\\top` with :math:`G = (1-t) \\Sigma_1^{1/2} + t \\Sigma_2^{1/2} Q`,
@@ -409,8 +413,13 @@ def _mccann(covs: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     (:math:`T \\Sigma_1^{1/2} = \\Sigma_2^{1/2} Q` for the optimal map :math:`T`), so no
     inverse is formed. It is walked from the expert of larger weight, so that
     :math:`t \\le 1/2`, and a lone expert (:math:`t = 0`) is returned as it is (an absent
-    expert's weight has no derivative).
+    expert's weight has no derivative). A few 2 × 2 problems outside autograd on the CPU
+    take the same formula in Python floats (``functional._two_by_two``).
     """
+    batch = covs.shape[:-3]
+    if not needs_grad and _few_two_by_two(covs.shape[-1], math.prod(batch), covs.device):
+        flat = mccann_two_by_two(covs.reshape(-1, 2, 2, 2), weights.reshape(-1, 2))
+        return flat.reshape(*batch, 2, 2)
     swap = (weights[..., 1] > weights[..., 0])[..., None, None]
     first = torch.where(swap, covs[..., 1, :, :], covs[..., 0, :, :])
     second = torch.where(swap, covs[..., 0, :, :], covs[..., 1, :, :])
@@ -418,6 +427,11 @@ def _mccann(covs: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     root, other = sqrtm_psd(first), sqrtm_psd(second)
     factor = (1 - t) * root + t * other @ polar(other @ root)[0]
     return torch.where(t == 0, first, symmetrise(factor @ factor.mT))
+
+
+def _few_two_by_two(dim: int, problems: int, device: torch.device) -> bool:
+    """Whether ``problems`` problems of dimension ``dim`` go to ``functional._two_by_two``."""
+    return dim == 2 and device.type == "cpu" and problems <= MAX_PROBLEMS
 
 
 def _work(covs: torch.Tensor) -> int:
@@ -532,7 +546,7 @@ def wasserstein_barycenter_full(
         if covs.shape[-3] == 1:
             bary = covs[..., 0, :, :]
         elif covs.shape[-3] == 2:
-            bary = _mccann(covs, weights)
+            bary = _mccann(covs, weights, needs_grad)
         elif not needs_grad and _is_diagonal(covs):
             bary = _diagonal_closed_form(covs, weights)
         else:
