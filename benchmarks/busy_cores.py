@@ -308,6 +308,26 @@ def summarise(records: Sequence[dict[str, Any]], labels: Sequence[str]) -> list[
     return rows
 
 
+def speedups(
+    rows: Sequence[dict[str, Any]], labels: Sequence[str], ours: str, peer: str
+) -> list[list[str]]:
+    """``peer``'s median over ``ours``' per condition and setting (one table row each
+    condition where both workloads ran: they ran in the same processes)."""
+    medians = {(row["workload"], row["condition"]): row["median_s"] for row in rows}
+    conditions = dict.fromkeys(row["condition"] for row in rows)
+    return [
+        [
+            condition,
+            *(
+                f"{medians[peer, condition][label] / medians[ours, condition][label]:.3g}×"
+                for label in labels
+            ),
+        ]
+        for condition in conditions
+        if (ours, condition) in medians and (peer, condition) in medians
+    ]
+
+
 def markdown(
     rows: Sequence[dict[str, Any]],
     labels: Sequence[str],
@@ -347,6 +367,18 @@ def markdown(
         ]
         for row in rows
     ]
+    ratios = speedups(rows, labels, "w2_batch", "pot_batch")
+    comparison = (
+        [
+            "POT's fixed point over ours on the same 256 problems (POT ÷ ours, both timed in "
+            "the same processes):",
+            "",
+            markdown_table(["condition", *labels], ratios),
+            "",
+        ]
+        if ratios
+        else []
+    )
     load = [
         f"- {condition}: 1-minute load average {info['load_average_1min_start']:.2f} at the "
         f"start, {info['load_average_1min_end']:.2f} at the end ({info['elapsed_s']:.0f} s)"
@@ -361,6 +393,7 @@ def markdown(
         "",
         markdown_table(headers, table),
         "",
+        *comparison,
         *load,
         "",
         markdown_table(["environment", ""], [[key, value] for key, value in env.items()]),

@@ -101,6 +101,27 @@ def test_markdown_page(busy_cores) -> None:
     assert "1 round," in quick and "not a speed claim" in quick
 
 
+def test_speedups_divide_the_peer_by_ours_in_the_same_condition_and_setting(busy_cores) -> None:
+    pot = [
+        {**record, "workload": "pot_batch", "median_s": 10 * record["median_s"] + 1.0}
+        for record in RECORDS
+        if record["condition"] == "busy"
+    ]
+    rows = busy_cores.summarise([*RECORDS, *pot], LABELS)
+    # busy medians: ours 1, 8, 0.5 s; POT 11, 81, 6 s; idle has no POT row
+    assert busy_cores.speedups(rows, LABELS, "w2_batch", "pot_batch") == [
+        ["busy", "11×", "10.1×", "12×"]
+    ]
+    page = busy_cores.markdown(
+        rows, LABELS, {"w2_batch": "W2", "pot_batch": "POT"}, {}, {}, 1, False
+    )
+    assert "| busy | 11× | 10.1× | 12× |" in page.splitlines()
+    assert (
+        busy_cores.speedups(busy_cores.summarise(RECORDS, LABELS), LABELS, "w2_batch", "pot_batch")
+        == []
+    )
+
+
 def test_time_calls_warms_up_then_stops_at_max_runs_or_budget(busy_cores) -> None:
     calls: list[None] = []
     workload = busy_cores.Workload("w2_single", 1, max_runs=3, budget_s=1e9)

@@ -9,15 +9,17 @@ smoothly with :math:`\\Sigma`, so the matrices :math:`P_m = L^\\top \\Sigma_m L`
 from one step to the next, and so do their eigenvectors. Each root is kept as
 :math:`H_m = V_m X_m V_m^\\top` in a basis :math:`V_m` in which :math:`X_m` is nearly diagonal
 (the eigenvectors of an earlier :math:`P_m`), and is updated by the Newton step for
-:math:`X^2 = \\tilde P = V_m^\\top P_m V_m` whose Lyapunov operator is frozen at the diagonal
-of :math:`X`,
+:math:`X^2 = \\tilde P = V_m^\\top P_m V_m` whose Lyapunov operator is frozen at the
+diagonal :math:`x` that :math:`X` had when its basis was computed (the square roots of that
+:math:`P_m`'s eigenvalues),
 
 .. math::
 
-    X \\leftarrow X + (\\tilde P - X^2) \\circ K, \\qquad K_{ij} = \\frac{1}{x_{ii} + x_{jj}},
+    X \\leftarrow X + (\\tilde P - X^2) \\circ K, \\qquad K_{ij} = \\frac{1}{x_i + x_j},
 
-which costs one matrix product per matrix and contracts at a rate about the relative change
-of :math:`P_m` since its basis was computed. A root whose correction has not fallen below the
+which costs one matrix product per matrix, has the exact root as its fixed point whatever
+:math:`K`, and contracts at a rate about the relative change of :math:`P_m` since its basis
+was computed. A root whose correction has not fallen below the
 step's tolerance after :data:`INNER_STEPS` such steps is recomputed from an eigendecomposition
 of :math:`\\tilde P` (which refreshes its basis); so are all of them at the first step. Early
 steps need their roots only to a tenth of the previous residual (a thousandth for d ≤ 4,
