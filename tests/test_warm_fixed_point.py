@@ -150,6 +150,29 @@ def test_a_converged_problem_leaves_the_iteration(monkeypatch) -> None:
     torch.testing.assert_close(together.solution[:6], alone.solution, rtol=0, atol=0)
 
 
+def test_the_solve_runs_in_inference_mode_and_returns_ordinary_tensors(monkeypatch) -> None:
+    cov, weights = _problems(16, 3, 4, 3)
+    modes: list[bool] = []
+    solve = warm.solve_warm
+
+    def recording(*args):
+        modes.append(torch.is_inference_mode_enabled())
+        return solve(*args)
+
+    monkeypatch.setattr(gw, "solve_warm", recording)
+    loc = torch.zeros(3, 4, 3, dtype=F64)
+    _, bary, info = wasserstein_barycenter_full(loc, cov, weights, return_info=True)
+    assert modes == [True]
+    assert not any(t.is_inference() for t in (bary, info.residual, info.converged))
+    bary.add_(1.0)  # an inference tensor would refuse this outside inference mode
+    info.residual.zero_()
+    # and gradients flow through the implicit backward as before
+    leaf = cov.clone().requires_grad_()
+    _, bary = wasserstein_barycenter_full(loc, leaf, weights)
+    (gradient,) = torch.autograd.grad(bary.diagonal(dim1=-2, dim2=-1).sum(), leaf)
+    assert modes == [True, True] and bool(torch.isfinite(gradient).all())
+
+
 def test_small_solves_run_on_one_thread_and_restore_the_setting(monkeypatch) -> None:
     seen: list[int] = []
     solve = gw._solve

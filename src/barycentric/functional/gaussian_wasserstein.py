@@ -556,11 +556,16 @@ def wasserstein_barycenter_full(
             if backward == "unroll":
                 bary, info = _solve(flat_covs, flat_weights, max_iter, tol, differentiable=True)
             else:
-                with torch.no_grad():
+                # the solve keeps no autograd records: inference mode skips their upkeep (a
+                # fifth of a small problem's time); its tensors leave it as copies
+                with torch.inference_mode():
                     solution, info = _solve(
                         flat_covs, flat_weights, max_iter, tol, differentiable=False
                     )
                 bary = _ImplicitFixedPoint.apply(solution, flat_covs, flat_weights, max_iter, tol)
+                info = FixedPointInfo(
+                    info.iterations, info.residual.clone(), info.converged.clone()
+                )
             bary = bary.reshape(*batch, d, d)
             info = FixedPointInfo(
                 info.iterations, info.residual.reshape(batch), info.converged.reshape(batch)
