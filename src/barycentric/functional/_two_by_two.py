@@ -33,13 +33,12 @@ import math
 
 import torch
 
-from barycentric.functional._warm_fixed_point import WarmSolution
+from barycentric.functional._warm_fixed_point import SAFETY, WarmSolution
 
 __all__ = ["MAX_PROBLEMS", "mccann_two_by_two", "solve_two_by_two"]
 
 #: Batches of at most this many 2 × 2 problems are solved here.
 MAX_PROBLEMS = 4
-_SAFETY = 16.0
 _EPS = torch.finfo(torch.float64).eps
 
 Sym = tuple[float, float, float]
@@ -98,7 +97,7 @@ def _iterate(
         steps += 1
         root = _root(point)
         inner = [_root(_congruence(root, m)) for m in covs]  # (Σ^½ Σ_m Σ^½)^½
-        if steps == 1 and max(map(_condition, inner)) * _SAFETY * _EPS > tol:
+        if steps == 1 and max(map(_condition, inner)) * SAFETY * _EPS > tol:
             return point, math.inf, steps, False
         mean = tuple(sum(w * h[i] for w, h in zip(weights, inner, strict=True)) for i in range(3))
         residual = _norm(tuple(h - p for h, p in zip(mean, point, strict=True))) / _norm(point)

@@ -43,7 +43,7 @@ from barycentric.functional._anderson import Anderson
 from barycentric.functional._experts import weighted_matrix_sum
 from barycentric.linalg import eigh_psd, sqrtm_psd, symmetrise
 
-__all__ = ["INNER_STEPS", "WarmSolution", "solve_warm"]
+__all__ = ["INNER_STEPS", "SAFETY", "WarmSolution", "cholesky_flagged", "solve_warm"]
 
 #: Newton steps of a root per fixed-point step before its eigendecomposition is refreshed.
 INNER_STEPS = 2
@@ -54,8 +54,9 @@ INNER_STEPS = 2
 _EARLY_ACCURACY = 0.1
 _EARLY_ACCURACY_SMALL = 1e-3
 _SMALL_DIM = 4
-#: The roots of the step that certifies ``tol`` are computed to ``tol / _SAFETY``.
-_SAFETY = 16.0
+#: The roots of the step that certifies ``tol`` are computed to ``tol / SAFETY``, and a root
+#: of condition number κ is trusted only where ``SAFETY · ε · κ ≤ tol``.
+SAFETY = 16.0
 
 
 class WarmSolution(NamedTuple):
@@ -68,7 +69,7 @@ class WarmSolution(NamedTuple):
     accepted: torch.Tensor
 
 
-def _cholesky(matrices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def cholesky_flagged(matrices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Lower Cholesky factors and a bool of success per matrix (non-finite fails)."""
     finite = torch.isfinite(matrices).flatten(1).all(-1)
     eye = torch.eye(matrices.shape[-1], dtype=matrices.dtype, device=matrices.device)
@@ -162,13 +163,13 @@ def solve_warm(
     """
     batch, device = covs.shape[0], covs.device
     work, weights = covs.to(torch.float64), weights.to(torch.float64)
-    condition_limit = tol / (_SAFETY * torch.finfo(torch.float64).eps)
+    condition_limit = tol / (SAFETY * torch.finfo(torch.float64).eps)
     if condition_limit < 1:  # no condition number qualifies (tol = 0 forces every step)
         nothing = torch.zeros(batch, dtype=torch.bool, device=device)
         return WarmSolution(covs[:, 0], covs.new_full((batch,), torch.inf), nothing, 0, nothing)
     root_mean = weighted_matrix_sum(weights, sqrtm_psd(work))
     point = symmetrise(root_mean @ root_mean)
-    factor, accepted = _cholesky(point)
+    factor, accepted = cholesky_flagged(point)
     solution = point.clone()
     residual = work.new_full((batch,), torch.inf)
     converged = torch.zeros(batch, dtype=torch.bool, device=device)
@@ -187,7 +188,7 @@ def solve_warm(
             easy = (roots.condition <= condition_limit).all(-1)
             accuracy = torch.zeros_like(previous)
         else:
-            accuracy = (early * previous).clamp_min(tol / _SAFETY)
+            accuracy = (early * previous).clamp_min(tol / SAFETY)
             roots.refresh(factor, work, accuracy[:, None])
             easy = torch.ones_like(previous, dtype=torch.bool)
         mean = roots.mean(weights)
@@ -212,11 +213,11 @@ def solve_warm(
         image = torch.linalg.solve_triangular(factor.mT, mean, upper=True)
         image = symmetrise(image @ image.mT)
         mixed = accelerate(point[keep], image, None if bool(keep.all()) else keep)
-        factor, ok = _cholesky(mixed)
+        factor, ok = cholesky_flagged(mixed)
         point = torch.where(ok[:, None, None], mixed, image)
         if bool(ok.all()):
             continue
-        plain, plain_ok = _cholesky(image)
+        plain, plain_ok = cholesky_flagged(image)
         factor = torch.where(ok[:, None, None], factor, plain)
         failed = ~(ok | plain_ok)
         if bool(failed.any()):

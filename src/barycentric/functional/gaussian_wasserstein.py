@@ -52,7 +52,11 @@ The residual bounds the error of :math:`\\Sigma_k` by about itself divided by
 :math:`1 - \\rho`, :math:`\\rho` the contraction rate. Two experts need no iteration: the
 barycenter is the point :math:`t = \\lambda_2` of McCann's geodesic, :math:`\\Sigma_t = G
 G^\\top` with :math:`G = (1-t) \\Sigma_1^{1/2} + t \\Sigma_2^{1/2} Q` and :math:`Q` the polar
-factor of :math:`\\Sigma_2^{1/2} \\Sigma_1^{1/2}`. On the CPU, solves whose batched products
+factor of :math:`\\Sigma_2^{1/2} \\Sigma_1^{1/2}`; outside autograd, where the round-off of
+:math:`(L^\\top \\Sigma_2 L)^{1/2}` (:math:`\\Sigma_1 = L L^\\top`) is certified as above,
+with :math:`G = (1-t) L + t L^{-\\top} (L^\\top \\Sigma_2 L)^{1/2}` in float64, one
+eigendecomposition instead of two and a singular value decomposition
+(``functional._geodesic``). On the CPU, solves whose batched products
 are small (``barycentric._threads``) run on one intra-op thread, which keeps them fast
 when other processes share the cores.
 
@@ -105,6 +109,7 @@ from barycentric.functional._experts import (
     weighted_matrix_sum,
     weighted_sum,
 )
+from barycentric.functional._geodesic import mccann_cholesky
 from barycentric.functional._two_by_two import (
     MAX_PROBLEMS,
     mccann_two_by_two,
@@ -408,25 +413,43 @@ class _ImplicitFixedPoint(torch.autograd.Function):
 def _mccann(covs: torch.Tensor, weights: torch.Tensor, needs_grad: bool) -> torch.Tensor:
     """The point :math:`t = \\lambda_2` of the geodesic from ``covs[..., 0]`` to ``covs[..., 1]``.
 
-    :math:`\\Sigma_t = G G^\\top` with :math:`G = (1-t) \\Sigma_1^{1/2} + t \\Sigma_2^{1/2} Q`,
-    :math:`Q` the orthogonal polar factor of :math:`\\Sigma_2^{1/2} \\Sigma_1^{1/2}`
-    (:math:`T \\Sigma_1^{1/2} = \\Sigma_2^{1/2} Q` for the optimal map :math:`T`), so no
-    inverse is formed. It is walked from the expert of larger weight, so that
-    :math:`t \\le 1/2`, and a lone expert (:math:`t = 0`) is returned as it is (an absent
-    expert's weight has no derivative). A few 2 × 2 problems outside autograd on the CPU
-    take the same formula in Python floats (``functional._two_by_two``).
+    Walked from the expert of larger weight, so that :math:`t \\le 1/2`; a lone expert
+    (:math:`t = 0`) is returned as it is (an absent expert's weight has no derivative).
+    Through autograd, the polar form (:func:`_mccann_polar`); outside it, a few 2 × 2
+    problems on the CPU in Python floats (``functional._two_by_two``), and the others from a
+    Cholesky factor (``functional._geodesic``) where its round-off is certified, the polar
+    form elsewhere.
     """
-    batch = covs.shape[:-3]
-    if not needs_grad and _few_two_by_two(covs.shape[-1], math.prod(batch), covs.device):
+    batch, dim = covs.shape[:-3], covs.shape[-1]
+    if not needs_grad and _few_two_by_two(dim, math.prod(batch), covs.device):
         flat = mccann_two_by_two(covs.reshape(-1, 2, 2, 2), weights.reshape(-1, 2))
         return flat.reshape(*batch, 2, 2)
     swap = (weights[..., 1] > weights[..., 0])[..., None, None]
     first = torch.where(swap, covs[..., 1, :, :], covs[..., 0, :, :])
     second = torch.where(swap, covs[..., 0, :, :], covs[..., 1, :, :])
     t = torch.where(swap, weights[..., 0, None, None], weights[..., 1, None, None])
+    if needs_grad:
+        return torch.where(t == 0, first, _mccann_polar(first, second, t))
+    first_flat, second_flat = first.reshape(-1, dim, dim), second.reshape(-1, dim, dim)
+    t_flat = t.reshape(-1, 1, 1)
+    found, accepted = mccann_cholesky(
+        first_flat, second_flat, t_flat, default_tolerance(covs.dtype)
+    )
+    hard = torch.nonzero(~accepted).squeeze(-1)
+    if hard.numel() > 0:
+        polar_form = _mccann_polar(first_flat[hard], second_flat[hard], t_flat[hard])
+        found = found.index_copy(0, hard, polar_form)
+    return torch.where(t == 0, first, found.view_as(first))
+
+
+def _mccann_polar(first: torch.Tensor, second: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """:math:`\\Sigma_t = G G^\\top` with :math:`G = (1-t) \\Sigma_1^{1/2} + t \\Sigma_2^{1/2} Q`,
+    :math:`Q` the orthogonal polar factor of :math:`\\Sigma_2^{1/2} \\Sigma_1^{1/2}`
+    (:math:`T \\Sigma_1^{1/2} = \\Sigma_2^{1/2} Q` for the optimal map :math:`T`), so no
+    inverse is formed and no product of the covariances squares their condition number."""
     root, other = sqrtm_psd(first), sqrtm_psd(second)
     factor = (1 - t) * root + t * other @ polar(other @ root)[0]
-    return torch.where(t == 0, first, symmetrise(factor @ factor.mT))
+    return symmetrise(factor @ factor.mT)
 
 
 def _few_two_by_two(dim: int, problems: int, device: torch.device) -> bool:
