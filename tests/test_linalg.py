@@ -161,3 +161,18 @@ def test_a_matrix_that_is_not_finite_only_spoils_its_own_slot() -> None:
         assert torch.isnan(result[[1, 3]]).all()
         assert torch.isfinite(result[[0, 2]]).all()
     torch.testing.assert_close(sqrtm_psd(a)[[0, 2]], sqrtm_psd(a[0]).expand(2, 3, 3))
+
+
+def test_a_batch_whose_sum_overflows_is_decomposed_matrix_by_matrix() -> None:
+    # one finite sum over the batch lets finite batches skip the per-matrix check; finite
+    # entries whose sum overflows must take the careful path and still decompose exactly
+    from barycentric.linalg import _decompose
+
+    a = _with_spectrum([1.0, 2.0, 3.0]).expand(3, 3, 3).clone() * 4e307
+    assert not bool(torch.isfinite(a.sum())) and bool(torch.isfinite(a).all())
+    values, vectors = _decompose(torch.linalg.eigh, a)
+    expected_values, expected_vectors = torch.linalg.eigh(a)
+    assert torch.equal(values, expected_values) and torch.equal(vectors, expected_vectors)
+    a[1, 0, 0] = torch.nan
+    values, _ = _decompose(torch.linalg.eigh, a)
+    assert torch.isnan(values[1]).all() and torch.equal(values[[0, 2]], expected_values[[0, 2]])

@@ -430,16 +430,19 @@ def _mccann(covs: torch.Tensor, weights: torch.Tensor, needs_grad: bool) -> torc
     t = torch.where(swap, weights[..., 0, None, None], weights[..., 1, None, None])
     if needs_grad:
         return torch.where(t == 0, first, _mccann_polar(first, second, t))
-    first_flat, second_flat = first.reshape(-1, dim, dim), second.reshape(-1, dim, dim)
-    t_flat = t.reshape(-1, 1, 1)
-    found, accepted = mccann_cholesky(
-        first_flat, second_flat, t_flat, default_tolerance(covs.dtype)
-    )
-    hard = torch.nonzero(~accepted).squeeze(-1)
-    if hard.numel() > 0:
-        polar_form = _mccann_polar(first_flat[hard], second_flat[hard], t_flat[hard])
-        found = found.index_copy(0, hard, polar_form)
-    return torch.where(t == 0, first, found.view_as(first))
+    # no autograd records to keep (as for the fixed point's solve); the result leaves as a copy
+    with torch.inference_mode():
+        first_flat, second_flat = first.reshape(-1, dim, dim), second.reshape(-1, dim, dim)
+        t_flat = t.reshape(-1, 1, 1)
+        found, accepted = mccann_cholesky(
+            first_flat, second_flat, t_flat, default_tolerance(covs.dtype)
+        )
+        hard = torch.nonzero(~accepted).squeeze(-1)
+        if hard.numel() > 0:
+            polar_form = _mccann_polar(first_flat[hard], second_flat[hard], t_flat[hard])
+            found = found.index_copy(0, hard, polar_form)
+        result = torch.where(t == 0, first, found.view_as(first))
+    return result.clone()
 
 
 def _mccann_polar(first: torch.Tensor, second: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
