@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import torch
 
-from barycentric.functional._warm_fixed_point import SAFETY, cholesky_flagged
+from barycentric.functional._warm_fixed_point import cholesky_flagged, condition_limit
 from barycentric.linalg import eigh_psd, symmetrise
 
 __all__ = ["mccann_cholesky"]
@@ -60,5 +60,5 @@ def mccann_cholesky(
     g = (1 - t) * factor + t * transported
     solution = symmetrise(g @ g.mT)
     finite = torch.isfinite(solution).flatten(1).all(-1)
-    accepted = accepted & finite & (SAFETY * torch.finfo(torch.float64).eps * condition <= tol)
+    accepted = accepted & finite & (condition <= condition_limit(tol))
     return solution.to(dtype), accepted

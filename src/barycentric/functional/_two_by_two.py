@@ -33,15 +33,25 @@ import math
 
 import torch
 
-from barycentric.functional._warm_fixed_point import SAFETY, WarmSolution
+from barycentric.functional._warm_fixed_point import WarmSolution, condition_limit
 
 __all__ = ["MAX_PROBLEMS", "mccann_two_by_two", "solve_two_by_two"]
 
 #: Batches of at most this many 2 × 2 problems are solved here.
 MAX_PROBLEMS = 4
-_EPS = torch.finfo(torch.float64).eps
 
 Sym = tuple[float, float, float]
+
+
+def _entries(covs: torch.Tensor) -> list:
+    """``(a, b, c)`` of each symmetric 2 × 2 matrix of ``covs (..., 2, 2)``, as Python floats."""
+    return covs.detach().to("cpu", torch.float64)[..., [0, 0, 1], [0, 1, 1]].tolist()
+
+
+def _matrices(entries: list[Sym], dtype: torch.dtype) -> torch.Tensor:
+    """The matrices ``(B, 2, 2)`` of ``dtype`` whose entries are ``(a, b, c)``."""
+    flat = torch.tensor([[a, b, b, c] for a, b, c in entries], dtype=torch.float64)
+    return flat.reshape(-1, 2, 2).to(dtype)
 
 
 def _root(m: Sym) -> Sym:
@@ -97,7 +107,7 @@ def _iterate(
         steps += 1
         root = _root(point)
         inner = [_root(_congruence(root, m)) for m in covs]  # (Σ^½ Σ_m Σ^½)^½
-        if steps == 1 and max(map(_condition, inner)) * SAFETY * _EPS > tol:
+        if steps == 1 and max(map(_condition, inner)) > condition_limit(tol):
             return point, math.inf, steps, False
         mean = tuple(sum(w * h[i] for w, h in zip(weights, inner, strict=True)) for i in range(3))
         residual = _norm(tuple(h - p for h, p in zip(mean, point, strict=True))) / _norm(point)
@@ -121,13 +131,11 @@ def solve_two_by_two(
     """The fixed point of each problem of ``covs (B, M, 2, 2)``, ``weights (B, M)``, on the
     CPU in Python floats; fields as :func:`~barycentric.functional._warm_fixed_point.
     solve_warm` returns them."""
-    entries = covs.detach().to("cpu", torch.float64)[..., [0, 0, 1], [0, 1, 1]].tolist()
     results = [
         _solve_one([tuple(m) for m in problem], w, max_iter, tol)
-        for problem, w in zip(entries, weights.detach().double().tolist(), strict=True)
+        for problem, w in zip(_entries(covs), weights.detach().double().tolist(), strict=True)
     ]
-    solution = torch.tensor([[a, b, b, c] for (a, b, c), *_ in results], dtype=torch.float64)
-    solution = solution.reshape(-1, 2, 2).to(covs.dtype)
+    solution = _matrices([point for point, *_ in results], covs.dtype)
     residual = torch.tensor([r for _, r, _, _ in results], dtype=covs.dtype)
     accepted = torch.tensor([a for *_, a in results], dtype=torch.bool)
     return WarmSolution(
@@ -164,11 +172,11 @@ def mccann_two_by_two(covs: torch.Tensor, weights: torch.Tensor) -> torch.Tensor
     Tensor, shape (B, 2, 2)
         In ``covs``' dtype; a lone expert (the other's weight zero) exactly as it is.
     """
-    entries = covs.detach().to("cpu", torch.float64)[..., [0, 0, 1], [0, 1, 1]].tolist()
     results = []
-    for (first, second), (w1, w2) in zip(entries, weights.detach().double().tolist(), strict=True):
+    for (first, second), (w1, w2) in zip(
+        _entries(covs), weights.detach().double().tolist(), strict=True
+    ):
         if w2 > w1:
             first, second, w1, w2 = second, first, w2, w1
         results.append(first if w2 == 0 else _geodesic(tuple(first), tuple(second), w2))
-    solution = torch.tensor([[a, b, b, c] for a, b, c in results], dtype=torch.float64)
-    return solution.reshape(-1, 2, 2).to(covs.dtype)
+    return _matrices(results, covs.dtype)

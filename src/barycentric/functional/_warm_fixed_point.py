@@ -43,7 +43,13 @@ from barycentric.functional._anderson import Anderson
 from barycentric.functional._experts import weighted_matrix_sum
 from barycentric.linalg import eigh_psd, sqrtm_psd, symmetrise
 
-__all__ = ["INNER_STEPS", "SAFETY", "WarmSolution", "cholesky_flagged", "solve_warm"]
+__all__ = [
+    "INNER_STEPS",
+    "WarmSolution",
+    "cholesky_flagged",
+    "condition_limit",
+    "solve_warm",
+]
 
 #: Newton steps of a root per fixed-point step before its eigendecomposition is refreshed.
 INNER_STEPS = 2
@@ -57,6 +63,14 @@ _SMALL_DIM = 4
 #: The roots of the step that certifies ``tol`` are computed to ``tol / SAFETY``, and a root
 #: of condition number κ is trusted only where ``SAFETY · ε · κ ≤ tol``.
 SAFETY = 16.0
+
+
+def condition_limit(tol: float) -> float:
+    """The largest condition number :math:`\\kappa` of a root taken from a square whose
+    round-off, about :math:`\\varepsilon \\kappa` in float64, is trusted to ``tol``:
+    :math:`16 \\varepsilon \\kappa \\le` ``tol`` (the rule of this solver, of
+    ``functional._two_by_two`` and of ``functional._geodesic``)."""
+    return tol / (SAFETY * torch.finfo(torch.float64).eps)
 
 
 class WarmSolution(NamedTuple):
@@ -163,8 +177,8 @@ def solve_warm(
     """
     batch, device = covs.shape[0], covs.device
     work, weights = covs.to(torch.float64), weights.to(torch.float64)
-    condition_limit = tol / (SAFETY * torch.finfo(torch.float64).eps)
-    if condition_limit < 1:  # no condition number qualifies (tol = 0 forces every step)
+    largest_condition = condition_limit(tol)
+    if largest_condition < 1:  # no condition number qualifies (tol = 0 forces every step)
         nothing = torch.zeros(batch, dtype=torch.bool, device=device)
         return WarmSolution(covs[:, 0], covs.new_full((batch,), torch.inf), nothing, 0, nothing)
     root_mean = weighted_matrix_sum(weights, sqrtm_psd(work))
@@ -185,7 +199,7 @@ def solve_warm(
         iterations += 1
         if roots is None:
             roots = _Roots(_congruent(factor, work))
-            easy = (roots.condition <= condition_limit).all(-1)
+            easy = (roots.condition <= largest_condition).all(-1)
             accuracy = torch.zeros_like(previous)
         else:
             accuracy = (early * previous).clamp_min(tol / SAFETY)
