@@ -103,7 +103,8 @@ def main(argv: list[str] | None = None) -> None:
             print(f"  >> {line}", flush=True)
         print(f"  done in {elapsed:.1f} s", flush=True)
         results.append(result)
-    (settings.output / "summary.md").write_text(_summary(settings, env, results))
+        # after each case, so that an interrupted run keeps a summary of what it measured
+        (settings.output / "summary.md").write_text(_summary(settings, env, results))
     print(f"results in {settings.output}")
 
 
