@@ -220,25 +220,25 @@ def test_two_by_two_agrees_with_the_batched_solver(
     torch.testing.assert_close(small.residual, exact, rtol=0.1, atol=1e-12)
 
 
-def test_two_by_two_solves_one_problem_for_the_public_function(monkeypatch) -> None:
-    cov, weights = _problems(8, 1, 5, 2)
-    calls: list[int] = []
-    solve = two.solve_two_by_two
+def test_two_by_two_serves_every_two_dimensional_problem(monkeypatch) -> None:
+    calls: list[tuple[str, int]] = []
+    for name in ("_solve_floats", "_solve_batched"):
+        solve = getattr(two, name)
 
-    def counting(*args):
-        calls.append(args[0].shape[0])
-        return solve(*args)
+        def counting(*args, solve=solve, name=name):
+            calls.append((name, args[0].shape[0]))
+            return solve(*args)
 
-    monkeypatch.setattr(gw, "solve_two_by_two", counting)
-    _, bary, info = wasserstein_barycenter_full(
-        torch.zeros(1, 5, 2, dtype=F64), cov, weights, return_info=True
-    )
-    assert calls == [1] and bool(info.converged.all())
-    assert float(_residual(bary, cov, weights)) <= 1e-12
-    # a larger batch goes to the batched solver
-    big, big_weights = _problems(9, two.MAX_PROBLEMS + 1, 5, 2)
-    wasserstein_barycenter_full(torch.zeros(big.shape[:-1], dtype=F64), big, big_weights)
-    assert calls == [1]
+        monkeypatch.setattr(two, name, counting)
+    monkeypatch.setattr(gw, "solve_warm", None)  # never reached in two dimensions
+    for seed, batch in ((8, 1), (9, two.MAX_PROBLEMS + 1)):
+        cov, weights = _problems(seed, batch, 5, 2)
+        _, bary, info = wasserstein_barycenter_full(
+            torch.zeros(batch, 5, 2, dtype=F64), cov, weights, return_info=True
+        )
+        assert bool(info.converged.all())
+        assert float(_residual(bary, cov, weights).max()) <= 1e-12
+    assert calls == [("_solve_floats", 1), ("_solve_batched", two.MAX_PROBLEMS + 1)]
 
 
 def test_two_by_two_hands_hard_and_broken_problems_on() -> None:
@@ -283,6 +283,98 @@ def test_two_by_two_hands_on_what_it_cannot_finish() -> None:
         )
     assert bool(info.converged.all())
     assert float(_residual(bary, cov.float(), weights.float())) <= 1e-5
+
+
+# --- batches of 2 × 2 problems, on tensors of entries ---------------------------------------
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    m=st.integers(3, 8),
+    batch=st.integers(two.MAX_PROBLEMS + 1, 40),
+    log_condition=st.floats(0.0, 3.0),
+)
+def test_batched_two_by_two_agrees_with_both_other_solvers(
+    seed: int, m: int, batch: int, log_condition: float
+) -> None:
+    cov, weights = _problems(seed, batch, m, 2, 10**log_condition)
+    batched = two.solve_two_by_two(cov, weights, max_iter=200, tol=1e-11)
+    assert bool(batched.accepted.all()) and bool(batched.converged.all())
+    exact = _residual(batched.solution, cov, weights)
+    assert float(exact.max()) <= 1e-11
+    torch.testing.assert_close(batched.residual, exact, rtol=0.1, atol=1e-12)
+    for other in (
+        warm.solve_warm(cov, weights, max_iter=200, tol=1e-11).solution,
+        torch.cat(
+            [
+                two.solve_two_by_two(c, w, 400, 1e-11).solution
+                for c, w in zip(cov.split(1), weights.split(1), strict=True)
+            ]
+        ),
+    ):
+        difference = torch.linalg.matrix_norm(batched.solution - other)
+        assert float((difference / torch.linalg.matrix_norm(other)).max()) < 1e-8
+
+
+def test_batched_two_by_two_hands_hard_and_broken_problems_on_alone() -> None:
+    cov, weights = _problems(13, 8, 3, 2)
+    bad = cov.clone()
+    bad[1] = torch.tensor([[1.0, 0.0], [0.0, 1e-12]], dtype=F64)  # κ(H) = 1e6 at tol 1e-12
+    bad[2, 0] = torch.tensor([[1.0, 2.0], [2.0, 1.0]], dtype=F64)  # indefinite
+    bad[3, 1, 0, 0] = torch.nan
+    result = two.solve_two_by_two(bad, weights, max_iter=100, tol=1e-12)
+    expected = [i not in (1, 2, 3) for i in range(8)]
+    assert result.accepted.tolist() == expected and result.converged.tolist() == expected
+    # the other problems are solved as they are without the bad ones
+    rows = torch.tensor(expected)
+    alone = two.solve_two_by_two(cov[rows], weights[rows], max_iter=100, tol=1e-12)
+    torch.testing.assert_close(result.solution[rows], alone.solution, rtol=1e-13, atol=0)
+
+
+@pytest.mark.parametrize("condition", [1e2, 1e5, 1e7, 1e10])
+def test_batched_two_by_two_certifies_what_it_accepts(condition: float) -> None:
+    cov, weights = _problems(287, 16, 5, 2, condition)
+    result = two.solve_two_by_two(cov, weights, max_iter=300, tol=1e-12)
+    exact = _residual(result.solution, cov, weights)
+    converged = result.converged & result.accepted
+    assert float(torch.where(converged, exact, 0.0).max()) <= 1.5e-12
+    if condition == 1e2:  # κ(H) ≤ 1e2 < tol / (16 ε) ≈ 280: nothing to hand on
+        assert bool(converged.all())
+
+
+def test_batched_two_by_two_solves_float32_in_float64() -> None:
+    cov, weights = _problems(14, 8, 4, 2)
+    result = two.solve_two_by_two(cov.float(), weights.float(), max_iter=100, tol=1e-5)
+    in_float64 = two.solve_two_by_two(
+        cov.float().double(), weights.float().double(), max_iter=100, tol=1e-5
+    )
+    assert result.solution.dtype == F32 and result.residual.dtype == F32
+    assert torch.equal(result.solution, in_float64.solution.float())
+
+
+def test_batched_two_by_two_below_its_round_off_hands_everything_on(monkeypatch) -> None:
+    cov, weights = _problems(15, 6, 4, 2)
+    monkeypatch.setattr(two, "_root", None)  # any work at all would fail
+    result = two.solve_two_by_two(cov, weights, max_iter=10, tol=0.0)
+    assert not bool(result.accepted.any()) and result.iterations == 0
+
+
+def test_batched_two_by_two_drops_converged_problems(monkeypatch) -> None:
+    cov, weights = _problems(16, 6, 4, 2)
+    cov[2] = torch.diag_embed(torch.rand(4, 2, dtype=F64) + 0.5)  # commuting: the start is exact
+    rows: list[int] = []
+
+    class Recording(two.Anderson):
+        def __call__(self, point, image, keep=None):
+            rows.append(point.shape[0])
+            return super().__call__(point, image, keep)
+
+    monkeypatch.setattr(two, "Anderson", Recording)
+    result = two.solve_two_by_two(cov, weights, max_iter=100, tol=1e-12)
+    assert bool(result.converged.all())
+    assert rows[0] == 5 and rows == sorted(rows, reverse=True)
+    assert float(result.residual[2]) <= 1e-15
 
 
 # --- McCann's geodesic for a few 2 × 2 problems, in Python floats ---------------------------

@@ -1,8 +1,9 @@
-"""The barycenter fixed point of a few 2 × 2 problems, in Python floats.
+"""The barycenter fixed point of 2 × 2 problems from closed-form roots.
 
-For one small problem the cost of the batched solver is the fixed cost of its tensor
-operations (a few microseconds each, hundreds per solve), not arithmetic. In two dimensions
-every root has a closed form: for a symmetric positive definite
+For small matrices the cost of the general solver is the fixed cost of its tensor operations
+(a few microseconds each, hundreds per solve: decompositions, Newton steps, bookkeeping),
+not arithmetic. In two dimensions every root has a closed form: for a symmetric positive
+definite
 :math:`A = \\begin{pmatrix} a & b \\\\ b & c \\end{pmatrix}` with
 :math:`s = \\sqrt{\\det A}` and :math:`t = \\sqrt{\\operatorname{tr} A + 2 s}`,
 
@@ -10,16 +11,24 @@ every root has a closed form: for a symmetric positive definite
 
     A^{1/2} = \\frac{A + s I}{t},
 
-so the plain fixed-point iteration
+so the fixed-point step
 :math:`\\Sigma \\leftarrow \\Sigma^{-1/2} \\big(\\sum_m \\lambda_m (\\Sigma^{1/2} \\Sigma_m
-\\Sigma^{1/2})^{1/2}\\big)^2 \\Sigma^{-1/2}` is a few dozen float operations per expert and
-step, run here on Python floats (float64). Its residual is the library's,
-:math:`\\|\\sum_m \\lambda_m (\\Sigma^{1/2} \\Sigma_m \\Sigma^{1/2})^{1/2} - \\Sigma\\|_F /
-\\|\\Sigma\\|_F`; a problem it does not finish in ``max_iter`` steps (the iteration is not
-accelerated) is left to the batched solvers. The determinant loses about
+\\Sigma^{1/2})^{1/2}\\big)^2 \\Sigma^{-1/2}` is a few dozen operations on the entries
+:math:`(a, b, c)` per expert. They are written once, for entries that are Python floats or
+tensors:
+
+* a few problems on the CPU (:data:`MAX_PROBLEMS`) are solved one by one in Python floats
+  (float64), where an operation costs nanoseconds; a problem this plain iteration does not
+  finish in ``max_iter`` steps is left to the robust solver;
+* every other batch of 2 × 2 problems is solved at once on tensors of entries, in float64
+  and with the Anderson mixing of the general solver (``_anderson``), problems leaving as
+  they converge.
+
+The residual is the library's, :math:`\\|\\sum_m \\lambda_m (\\Sigma^{1/2} \\Sigma_m
+\\Sigma^{1/2})^{1/2} - \\Sigma\\|_F / \\|\\Sigma\\|_F`. The determinant loses about
 :math:`\\varepsilon \\kappa` to cancellation, so as in ``_warm_fixed_point`` a problem is
-accepted only where :math:`16 \\varepsilon \\kappa \\le` ``tol`` for the roots it takes; the
-others are left to the batched solvers.
+accepted only where :math:`16 \\varepsilon \\kappa \\le` ``tol`` for the roots of its first
+step; the others, and those whose steps are not finite, are left to the robust solver.
 
 Two experts need no iteration: McCann's geodesic (:func:`mccann_two_by_two`) takes the
 closed-form roots and the rotation :math:`Q` of the polar decomposition of
@@ -30,17 +39,25 @@ rotation by :math:`\\theta = \\operatorname{atan2}(x_{21} - x_{12}, x_{11} + x_{
 from __future__ import annotations
 
 import math
+from typing import TypeVar
 
 import torch
 
+from barycentric.functional._anderson import Anderson
 from barycentric.functional._warm_fixed_point import WarmSolution, condition_limit
 
 __all__ = ["MAX_PROBLEMS", "mccann_two_by_two", "solve_two_by_two"]
 
-#: Batches of at most this many 2 × 2 problems are solved here.
+#: Batches of at most this many 2 × 2 problems on the CPU are solved in Python floats.
 MAX_PROBLEMS = 4
 
+#: An entry: a Python float, or a tensor of one entry over problems (and experts).
+Entry = TypeVar("Entry", float, torch.Tensor)
 Sym = tuple[float, float, float]
+
+
+def _sqrt(x: Entry) -> Entry:
+    return x.sqrt() if isinstance(x, torch.Tensor) else math.sqrt(x)
 
 
 def _entries(covs: torch.Tensor) -> list:
@@ -54,24 +71,30 @@ def _matrices(entries: list[Sym], dtype: torch.dtype) -> torch.Tensor:
     return flat.reshape(-1, 2, 2).to(dtype)
 
 
-def _root(m: Sym) -> Sym:
-    """:math:`M^{1/2} = (M + sI) / t` (module docstring); ``ValueError`` if indefinite."""
+def _root(m: tuple[Entry, Entry, Entry]) -> tuple[Entry, Entry, Entry]:
+    """:math:`M^{1/2} = (M + sI) / t` (module docstring); for Python floats ``ValueError`` if
+    indefinite, for tensors NaN."""
     a, b, c = m
-    s = math.sqrt(max(a * c - b * b, 0.0))
-    t = math.sqrt(a + c + 2.0 * s)
+    det = a * c - b * b
+    s = _sqrt(det.clamp_min(0.0) if isinstance(det, torch.Tensor) else max(det, 0.0))
+    t = _sqrt(a + c + 2.0 * s)
     return (a + s) / t, b / t, (c + s) / t
 
 
-def _condition(m: Sym) -> float:
-    """Condition number of a symmetric 2 × 2 matrix (inf if singular or not finite)."""
+def _certified(m: tuple[Entry, Entry, Entry], limit: float) -> bool | torch.Tensor:
+    """Whether symmetric ``m`` is positive definite with condition number at most ``limit``
+    (not where it is singular or not finite)."""
     a, b, c = m
-    half_gap = math.hypot(0.5 * (a - c), b)
     centre = 0.5 * (a + c)
+    hypot = torch.hypot if isinstance(b, torch.Tensor) else math.hypot
+    half_gap = hypot(0.5 * (a - c), b)
     low = centre - half_gap
-    return (centre + half_gap) / low if low > 0 else math.inf
+    return (centre + half_gap <= limit * low) & (low > 0)
 
 
-def _congruence(r: Sym, m: Sym) -> Sym:
+def _congruence(
+    r: tuple[Entry, Entry, Entry], m: tuple[Entry, Entry, Entry]
+) -> tuple[Entry, Entry, Entry]:
     """:math:`R M R` for symmetric ``r`` and ``m``."""
     r1, r2, r3 = r
     a, b, c = m
@@ -80,8 +103,20 @@ def _congruence(r: Sym, m: Sym) -> Sym:
     return u * r1 + v * r2, u * r2 + v * r3, w * r2 + x * r3
 
 
-def _norm(m: Sym) -> float:
-    return math.sqrt(m[0] * m[0] + 2.0 * m[1] * m[1] + m[2] * m[2])
+def _square(m: tuple[Entry, Entry, Entry]) -> tuple[Entry, Entry, Entry]:
+    """:math:`M^2` for symmetric ``m``."""
+    a, b, c = m
+    return a * a + b * b, b * (a + c), b * b + c * c
+
+
+def _inverse(m: tuple[Entry, Entry, Entry]) -> tuple[Entry, Entry, Entry]:
+    a, b, c = m
+    det = a * c - b * b
+    return c / det, -b / det, a / det
+
+
+def _norm(m: tuple[Entry, Entry, Entry]) -> Entry:
+    return _sqrt(m[0] * m[0] + 2.0 * m[1] * m[1] + m[2] * m[2])
 
 
 def _solve_one(
@@ -101,13 +136,13 @@ def _iterate(
     if not all(math.isfinite(x) for m in roots for x in m):
         return covs[0], math.inf, 0, False
     start = tuple(sum(w * r[i] for w, r in zip(weights, roots, strict=True)) for i in range(3))
-    point = _congruence(start, (1.0, 0.0, 1.0))  # R I R = R²
+    point = _square(start)
     residual, steps = math.inf, 0
     while steps < max_iter:
         steps += 1
         root = _root(point)
         inner = [_root(_congruence(root, m)) for m in covs]  # (Σ^½ Σ_m Σ^½)^½
-        if steps == 1 and max(map(_condition, inner)) > condition_limit(tol):
+        if steps == 1 and not all(_certified(h, condition_limit(tol)) for h in inner):
             return point, math.inf, steps, False
         mean = tuple(sum(w * h[i] for w, h in zip(weights, inner, strict=True)) for i in range(3))
         residual = _norm(tuple(h - p for h, p in zip(mean, point, strict=True))) / _norm(point)
@@ -115,11 +150,8 @@ def _iterate(
             return point, math.inf, steps, False
         if residual <= tol:
             break
-        r1, r2, r3 = root
-        det = r1 * r3 - r2 * r2
-        inverse = (r3 / det, -r2 / det, r1 / det)
         # Σ ← Σ^{-½} H̄² Σ^{-½}
-        point = _congruence(inverse, _congruence(mean, (1.0, 0.0, 1.0)))
+        point = _congruence(_inverse(root), _square(mean))
     # unaccelerated, it can need far more steps than the batched solvers on ill-conditioned
     # problems: one it could not finish is theirs
     return point, residual, steps, residual <= tol
@@ -128,9 +160,17 @@ def _iterate(
 def solve_two_by_two(
     covs: torch.Tensor, weights: torch.Tensor, max_iter: int, tol: float
 ) -> WarmSolution:
-    """The fixed point of each problem of ``covs (B, M, 2, 2)``, ``weights (B, M)``, on the
-    CPU in Python floats; fields as :func:`~barycentric.functional._warm_fixed_point.
-    solve_warm` returns them."""
+    """The fixed point of each problem of ``covs (B, M, 2, 2)``, ``weights (B, M)``: in
+    Python floats for a few problems on the CPU, else batched (module docstring); fields as
+    :func:`~barycentric.functional._warm_fixed_point.solve_warm` returns them."""
+    if covs.device.type == "cpu" and covs.shape[0] <= MAX_PROBLEMS:
+        return _solve_floats(covs, weights, max_iter, tol)
+    return _solve_batched(covs, weights, max_iter, tol)
+
+
+def _solve_floats(
+    covs: torch.Tensor, weights: torch.Tensor, max_iter: int, tol: float
+) -> WarmSolution:
     results = [
         _solve_one([tuple(m) for m in problem], w, max_iter, tol)
         for problem, w in zip(_entries(covs), weights.detach().double().tolist(), strict=True)
@@ -145,6 +185,66 @@ def solve_two_by_two(
         max((s for _, _, s, _ in results), default=0),
         accepted,
     )
+
+
+def _solve_batched(
+    covs: torch.Tensor, weights: torch.Tensor, max_iter: int, tol: float
+) -> WarmSolution:
+    batch, device = covs.shape[0], covs.device
+    nothing = torch.zeros(batch, dtype=torch.bool, device=device)
+    limit = condition_limit(tol)
+    if limit < 1:  # no condition number qualifies (tol = 0 forces every step)
+        return WarmSolution(covs[:, 0], covs.new_full((batch,), torch.inf), nothing, 0, nothing)
+    work, weights = covs.to(torch.float64), weights.to(torch.float64)
+    experts = (work[..., 0, 0], work[..., 0, 1], work[..., 1, 1])  # (B, M) each
+    start = _weighted(weights, _root(experts))
+    point = torch.stack(_square(start), -1)  # (B, 3)
+    solution, residual = point.clone(), point.new_full((batch,), torch.inf)
+    converged, accepted = nothing, ~nothing
+    active = torch.arange(batch, device=device)
+    accelerate = Anderson()
+    iterations = 0
+    while active.numel() > 0 and iterations < max_iter:
+        iterations += 1
+        current = point.unbind(-1)
+        root = _root(current)
+        inner = _root(_congruence(tuple(x[:, None] for x in root), experts))
+        mean = _weighted(weights, inner)
+        step_residual = _norm(tuple(h - p for h, p in zip(mean, current, strict=True)))
+        step_residual = step_residual / _norm(current)
+        easy = torch.isfinite(step_residual)
+        if iterations == 1:
+            easy = easy & _certified(inner, limit).all(-1)
+        done = step_residual <= tol
+        leaving = done | ~easy | (iterations == max_iter)
+        accepted = accepted.index_put((active,), easy)
+        residual = residual.index_put((active,), step_residual)
+        converged = converged.index_put((active,), done & easy)
+        solution = solution.index_copy(0, active[leaving], point[leaving])
+        keep = ~leaving
+        if not bool(keep.any()):
+            break
+        # Σ ← Σ^{-½} H̄² Σ^{-½}
+        image = torch.stack(_congruence(_inverse(root), _square(mean)), -1)
+        everyone = bool(keep.all())
+        if not everyone:
+            active, image = active[keep], image[keep]
+            experts, weights = tuple(x[keep] for x in experts), weights[keep]
+        mixed = accelerate(point[keep], image, None if everyone else keep)
+        positive = _certified(mixed.unbind(-1), math.inf)
+        point = torch.where(positive[:, None], mixed, image)
+    return WarmSolution(
+        solution[:, [0, 1, 1, 2]].view(-1, 2, 2).to(covs.dtype),
+        residual.to(covs.dtype),
+        converged,
+        iterations,
+        accepted,
+    )
+
+
+def _weighted(weights: torch.Tensor, m: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """:math:`\\sum_m \\lambda_m M_m` of entries ``(B, M)`` with ``weights (B, M)``."""
+    return tuple((weights * x).sum(-1) for x in m)
 
 
 def _geodesic(first: Sym, second: Sym, t: float) -> Sym:

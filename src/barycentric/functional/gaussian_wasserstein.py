@@ -26,9 +26,9 @@ stopping rule, and differ in how they take the roots:
   L_k L_k^\\top`, keeps each root :math:`(L_k^\\top \\Sigma_m L_k)^{1/2}` in the eigenbasis of
   an earlier step and refines it there by Newton steps, one matrix product each, so that
   most steps decompose no matrix at all;
-* a few **2 × 2** problems on the CPU (``functional._two_by_two``): the
-  same iteration without acceleration, on Python floats, with the closed-form root of a
-  2 × 2 matrix;
+* **2 × 2** problems (``functional._two_by_two``): the same iteration with the
+  closed-form root of a 2 × 2 matrix, on tensors of entries (batched and accelerated, in
+  float64), or on Python floats without acceleration for a few problems on the CPU;
 * the **robust** solver, for the problems those two do not accept (roots whose condition
   number :math:`\\kappa` exceeds :math:`\\mathrm{tol} / (16 \\varepsilon)`, singular or
   indefinite covariances, steps that are not finite) and for ``backward="unroll"``: it
@@ -261,9 +261,9 @@ def _solve(
     """The fixed point of each problem of ``covs (B, M, d, d)``, ``weights (B, M)``.
 
     A problem with one present expert (a weight of exactly 1) is that expert. The others:
-    outside autograd, by :func:`~barycentric.functional._warm_fixed_point.solve_warm` (a
-    few 2 × 2 problems on the CPU: :func:`~barycentric.functional._two_by_two.
-    solve_two_by_two`), and by :func:`_solve_robust` for the problems these do not accept
+    outside autograd, by :func:`~barycentric.functional._warm_fixed_point.solve_warm` (2 × 2
+    problems: :func:`~barycentric.functional._two_by_two.solve_two_by_two`), and by
+    :func:`_solve_robust` for the problems these do not accept
     (ill-conditioned, singular or not finite); through autograd (``backward="unroll"``), by
     :func:`_solve_robust`.
     """
@@ -277,8 +277,7 @@ def _solve(
     if rest.numel() == 0:
         return solution, FixedPointInfo(0, residual, converged)
     covs, weights = covs[rest], weights[rest]
-    small = _few_two_by_two(covs.shape[-1], covs.shape[0], covs.device)
-    warm = (solve_two_by_two if small else solve_warm)(covs, weights, max_iter, tol)
+    warm = (solve_two_by_two if covs.shape[-1] == 2 else solve_warm)(covs, weights, max_iter, tol)
     found, iterations = warm.solution, warm.iterations
     found_residual, found_converged = warm.residual, warm.converged
     hard = torch.nonzero(~warm.accepted).squeeze(-1)
