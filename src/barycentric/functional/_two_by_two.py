@@ -56,10 +56,6 @@ Entry = TypeVar("Entry", float, torch.Tensor)
 Sym = tuple[float, float, float]
 
 
-def _sqrt(x: Entry) -> Entry:
-    return x.sqrt() if isinstance(x, torch.Tensor) else math.sqrt(x)
-
-
 def _entries(covs: torch.Tensor) -> list:
     """``(a, b, c)`` of each symmetric 2 × 2 matrix of ``covs (..., 2, 2)``, as Python floats."""
     return covs.detach().to("cpu", torch.float64)[..., [0, 0, 1], [0, 1, 1]].tolist()
@@ -75,9 +71,12 @@ def _root(m: tuple[Entry, Entry, Entry]) -> tuple[Entry, Entry, Entry]:
     """:math:`M^{1/2} = (M + sI) / t` (module docstring); for Python floats ``ValueError`` if
     indefinite, for tensors NaN."""
     a, b, c = m
-    det = a * c - b * b
-    s = _sqrt(det.clamp_min(0.0) if isinstance(det, torch.Tensor) else max(det, 0.0))
-    t = _sqrt(a + c + 2.0 * s)
+    if isinstance(a, torch.Tensor):
+        s = (a * c - b * b).clamp_min(0.0).sqrt()
+        t = (a + c + 2.0 * s).sqrt()
+    else:
+        s = math.sqrt(max(a * c - b * b, 0.0))
+        t = math.sqrt(a + c + 2.0 * s)
     return (a + s) / t, b / t, (c + s) / t
 
 
@@ -116,7 +115,8 @@ def _inverse(m: tuple[Entry, Entry, Entry]) -> tuple[Entry, Entry, Entry]:
 
 
 def _norm(m: tuple[Entry, Entry, Entry]) -> Entry:
-    return _sqrt(m[0] * m[0] + 2.0 * m[1] * m[1] + m[2] * m[2])
+    squares = m[0] * m[0] + 2.0 * m[1] * m[1] + m[2] * m[2]
+    return squares.sqrt() if isinstance(squares, torch.Tensor) else math.sqrt(squares)
 
 
 def _solve_one(
@@ -137,12 +137,12 @@ def _iterate(
         return covs[0], math.inf, 0, False
     start = tuple(sum(w * r[i] for w, r in zip(weights, roots, strict=True)) for i in range(3))
     point = _square(start)
-    residual, steps = math.inf, 0
+    residual, steps, limit = math.inf, 0, condition_limit(tol)
     while steps < max_iter:
         steps += 1
         root = _root(point)
         inner = [_root(_congruence(root, m)) for m in covs]  # (Σ^½ Σ_m Σ^½)^½
-        if steps == 1 and not all(_certified(h, condition_limit(tol)) for h in inner):
+        if steps == 1 and not all(_certified(h, limit) for h in inner):
             return point, math.inf, steps, False
         mean = tuple(sum(w * h[i] for w, h in zip(weights, inner, strict=True)) for i in range(3))
         residual = _norm(tuple(h - p for h, p in zip(mean, point, strict=True))) / _norm(point)
