@@ -44,7 +44,12 @@ from typing import TypeVar
 import torch
 
 from barycentric.functional._anderson import Anderson
-from barycentric.functional._warm_fixed_point import WarmSolution, condition_limit
+from barycentric.functional._warm_fixed_point import (
+    Outcomes,
+    WarmSolution,
+    condition_limit,
+    nothing_accepted,
+)
 
 __all__ = ["MAX_PROBLEMS", "mccann_two_by_two", "solve_two_by_two"]
 
@@ -190,18 +195,15 @@ def _solve_floats(
 def _solve_batched(
     covs: torch.Tensor, weights: torch.Tensor, max_iter: int, tol: float
 ) -> WarmSolution:
-    batch, device = covs.shape[0], covs.device
-    nothing = torch.zeros(batch, dtype=torch.bool, device=device)
     limit = condition_limit(tol)
     if limit < 1:  # no condition number qualifies (tol = 0 forces every step)
-        return WarmSolution(covs[:, 0], covs.new_full((batch,), torch.inf), nothing, 0, nothing)
+        return nothing_accepted(covs)
     work, weights = covs.to(torch.float64), weights.to(torch.float64)
     experts = (work[..., 0, 0], work[..., 0, 1], work[..., 1, 1])  # (B, M) each
     start = _weighted(weights, _root(experts))
     point = torch.stack(_square(start), -1)  # (B, 3)
-    solution, residual = point.clone(), point.new_full((batch,), torch.inf)
-    converged, accepted = nothing, ~nothing
-    active = torch.arange(batch, device=device)
+    active = torch.arange(covs.shape[0], device=covs.device)
+    outcomes = Outcomes(point, torch.ones_like(active, dtype=torch.bool))
     accelerate = Anderson()
     iterations = 0
     while active.numel() > 0 and iterations < max_iter:
@@ -216,12 +218,7 @@ def _solve_batched(
         if iterations == 1:
             easy = easy & _certified(inner, limit).all(-1)
         done = step_residual <= tol
-        leaving = done | ~easy | (iterations == max_iter)
-        accepted = accepted.index_put((active,), easy)
-        residual = residual.index_put((active,), step_residual)
-        converged = converged.index_put((active,), done & easy)
-        solution = solution.index_copy(0, active[leaving], point[leaving])
-        keep = ~leaving
+        keep = outcomes.record(active, point, step_residual, done, easy, iterations == max_iter)
         if not bool(keep.any()):
             break
         # Σ ← Σ^{-½} H̄² Σ^{-½}
@@ -233,13 +230,8 @@ def _solve_batched(
         mixed = accelerate(point[keep], image, None if everyone else keep)
         positive = _certified(mixed.unbind(-1), math.inf)
         point = torch.where(positive[:, None], mixed, image)
-    return WarmSolution(
-        solution[:, [0, 1, 1, 2]].view(-1, 2, 2).to(covs.dtype),
-        residual.to(covs.dtype),
-        converged,
-        iterations,
-        accepted,
-    )
+    outcomes.solution = outcomes.solution[:, [0, 1, 1, 2]].view(-1, 2, 2)  # (a, b, b, c)
+    return outcomes.finish(iterations, covs.dtype)
 
 
 def _weighted(weights: torch.Tensor, m: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:

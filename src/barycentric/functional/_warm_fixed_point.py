@@ -45,9 +45,11 @@ from barycentric.linalg import eigh_psd, sqrtm_psd, symmetrise
 
 __all__ = [
     "INNER_STEPS",
+    "Outcomes",
     "WarmSolution",
     "cholesky_flagged",
     "condition_limit",
+    "nothing_accepted",
     "solve_warm",
 ]
 
@@ -81,6 +83,66 @@ class WarmSolution(NamedTuple):
     converged: torch.Tensor
     iterations: int
     accepted: torch.Tensor
+
+
+def nothing_accepted(covs: torch.Tensor) -> WarmSolution:
+    """What a solver returns for ``covs (B, M, d, d)`` when it accepts none of the problems
+    (every one is left to the robust solver)."""
+    nothing = torch.zeros(covs.shape[0], dtype=torch.bool, device=covs.device)
+    return WarmSolution(covs[:, 0], covs.new_full(nothing.shape, torch.inf), nothing, 0, nothing)
+
+
+class Outcomes:
+    """Each problem's answer, written when it leaves the iteration.
+
+    Parameters
+    ----------
+    start : Tensor, shape (B, ...)
+        The iterates at the start (what a problem that never leaves returns).
+    accepted : Tensor, shape (B,)
+        The problems the solver takes on (bool).
+    """
+
+    def __init__(self, start: torch.Tensor, accepted: torch.Tensor) -> None:
+        self.solution = start.clone()
+        self.residual = start.new_full(accepted.shape, torch.inf)
+        self.converged = torch.zeros_like(accepted)
+        self.accepted = accepted
+
+    def record(
+        self,
+        active: torch.Tensor,
+        point: torch.Tensor,
+        residual: torch.Tensor,
+        done: torch.Tensor,
+        easy: torch.Tensor,
+        last: bool,
+    ) -> torch.Tensor:
+        """Write the step of the problems ``active`` (indices): their iterates ``point``,
+        residuals, which reached ``tol`` (``done``) and which the solver still accepts
+        (``easy``); those done, refused, or at the ``last`` step leave. Returns the bool mask
+        of the problems that stay."""
+        leaving = done | ~easy | last
+        self.accepted = self.accepted.index_put((active,), easy)
+        self.residual = self.residual.index_put((active,), residual)
+        self.converged = self.converged.index_put((active,), done & easy)
+        self.solution = self.solution.index_copy(0, active[leaving], point[leaving])
+        return ~leaving
+
+    def refuse(self, problems: torch.Tensor) -> None:
+        """Leave the problems ``problems`` (indices) to the robust solver."""
+        false = torch.tensor(False, device=problems.device)
+        self.accepted = self.accepted.index_put((problems,), false)
+
+    def finish(self, iterations: int, dtype: torch.dtype) -> WarmSolution:
+        """The :class:`WarmSolution`, solutions and residuals in ``dtype``."""
+        return WarmSolution(
+            self.solution.to(dtype),
+            self.residual.to(dtype),
+            self.converged,
+            iterations,
+            self.accepted,
+        )
 
 
 def cholesky_flagged(matrices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -175,18 +237,14 @@ def solve_warm(
     certifies) or at ``max_iter``; ``accepted`` is ``False`` for the problems this solver
     leaves to the robust one (module docstring), whose other fields are then meaningless.
     """
-    batch, device = covs.shape[0], covs.device
     work, weights = covs.to(torch.float64), weights.to(torch.float64)
     largest_condition = condition_limit(tol)
     if largest_condition < 1:  # no condition number qualifies (tol = 0 forces every step)
-        nothing = torch.zeros(batch, dtype=torch.bool, device=device)
-        return WarmSolution(covs[:, 0], covs.new_full((batch,), torch.inf), nothing, 0, nothing)
+        return nothing_accepted(covs)
     root_mean = weighted_matrix_sum(weights, sqrtm_psd(work))
     point = symmetrise(root_mean @ root_mean)
     factor, accepted = cholesky_flagged(point)
-    solution = point.clone()
-    residual = work.new_full((batch,), torch.inf)
-    converged = torch.zeros(batch, dtype=torch.bool, device=device)
+    outcomes = Outcomes(point, accepted)
     active = torch.nonzero(accepted).squeeze(-1)
     factor, point = factor[active], point[active]
     work, weights = work[active], weights[active]
@@ -211,12 +269,7 @@ def solve_warm(
         easy = easy & torch.isfinite(step_residual)
         # the roots' error, at most `accuracy`, may hide in the residual
         done = step_residual + accuracy <= tol
-        leaving = done | ~easy | (iterations == max_iter)
-        accepted = accepted.index_put((active,), easy)
-        residual = residual.index_put((active,), step_residual)
-        converged = converged.index_put((active,), done & easy)
-        solution = solution.index_copy(0, active[leaving], point[leaving])
-        keep = ~leaving
+        keep = outcomes.record(active, point, step_residual, done, easy, iterations == max_iter)
         if not bool(keep.any()):
             break
         active, factor, mean = active[keep], factor[keep], mean[keep]
@@ -235,7 +288,7 @@ def solve_warm(
         factor = torch.where(ok[:, None, None], factor, plain)
         failed = ~(ok | plain_ok)
         if bool(failed.any()):
-            accepted = accepted.index_put((active[failed],), torch.tensor(False, device=device))
+            outcomes.refuse(active[failed])
             keep = ~failed
             active, factor, point, previous = (
                 active[keep],
@@ -246,6 +299,4 @@ def solve_warm(
             work, weights = work[keep], weights[keep]
             roots.keep(keep)
             accelerate.keep(keep)
-    return WarmSolution(
-        solution.to(covs.dtype), residual.to(covs.dtype), converged, iterations, accepted
-    )
+    return outcomes.finish(iterations, covs.dtype)
