@@ -252,14 +252,17 @@ def test_two_by_two_hands_hard_and_broken_problems_on() -> None:
 
 
 @pytest.mark.parametrize("condition", [1e2, 1e5, 1e7, 1e10])
-def test_two_by_two_certifies_what_it_accepts(condition: float) -> None:
+@pytest.mark.parametrize("seed, batch", [(286, two.MAX_PROBLEMS), (287, 16)])  # floats, batched
+def test_two_by_two_certifies_what_it_accepts(condition: float, seed: int, batch: int) -> None:
     # its roots' round-off is ε κ(H): a problem it accepts has an exact residual within tol
     # (κ = 1e7 once slipped through: the check took the root of the roots' condition number)
-    cov, weights = _problems(286, 4, 5, 2, condition)
+    cov, weights = _problems(seed, batch, 5, 2, condition)
     result = two.solve_two_by_two(cov, weights, max_iter=300, tol=1e-12)
     exact = _residual(result.solution, cov, weights)
     converged = result.converged & result.accepted
     assert float(torch.where(converged, exact, 0.0).max()) <= 1.5e-12
+    if condition == 1e2:  # κ(H) ≤ 1e2 < tol / (16 ε) ≈ 280: nothing to hand on
+        assert bool(converged.all())
 
 
 def test_a_tolerance_below_its_round_off_goes_straight_to_the_robust_solver(monkeypatch) -> None:
@@ -330,17 +333,6 @@ def test_batched_two_by_two_hands_hard_and_broken_problems_on_alone() -> None:
     rows = torch.tensor(expected)
     alone = two.solve_two_by_two(cov[rows], weights[rows], max_iter=100, tol=1e-12)
     torch.testing.assert_close(result.solution[rows], alone.solution, rtol=1e-13, atol=0)
-
-
-@pytest.mark.parametrize("condition", [1e2, 1e5, 1e7, 1e10])
-def test_batched_two_by_two_certifies_what_it_accepts(condition: float) -> None:
-    cov, weights = _problems(287, 16, 5, 2, condition)
-    result = two.solve_two_by_two(cov, weights, max_iter=300, tol=1e-12)
-    exact = _residual(result.solution, cov, weights)
-    converged = result.converged & result.accepted
-    assert float(torch.where(converged, exact, 0.0).max()) <= 1.5e-12
-    if condition == 1e2:  # κ(H) ≤ 1e2 < tol / (16 ε) ≈ 280: nothing to hand on
-        assert bool(converged.all())
 
 
 def test_batched_two_by_two_solves_float32_in_float64() -> None:
