@@ -31,10 +31,17 @@ factor, as the robust solver does) is about :math:`\\varepsilon \\kappa(H_m)` re
 where :math:`16 \\varepsilon \\kappa(H_m) \\le` ``tol`` for every expert (so the residual it
 reports is within a few percent of the exact one); the others, and those whose Cholesky
 factorisation fails (singular or indefinite inputs), are left to the robust solver.
+
+On the CPU a large batch is solved in pieces of about :data:`CHUNK_BYTES` of experts'
+covariances each (problems never interact, so every result is the same): each step makes
+some twenty passes over stacks the size of the experts', and a piece that fits in a core's
+L2 cache costs 20–30 % less than one pass over the whole batch (measured from d = 16 to 64,
+neutral at d = 8). On an accelerator the whole batch is one piece.
 """
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -44,6 +51,7 @@ from barycentric.functional._experts import weighted_matrix_sum
 from barycentric.linalg import eigh_psd, sqrtm_psd, symmetrise
 
 __all__ = [
+    "CHUNK_BYTES",
     "INNER_STEPS",
     "Outcomes",
     "WarmSolution",
@@ -53,6 +61,10 @@ __all__ = [
     "solve_warm",
 ]
 
+#: Bytes of float64 experts' covariances ``(chunk, M, d, d)`` solved at once on the CPU: a
+#: core's L2 cache (measured on 2 MiB: 256 × (M = 5, d = 16) 191 → 150 ms, 64 × (5, 64)
+#: 886 → 676 ms, 1024 × (5, 8) 165 → 170 ms).
+CHUNK_BYTES = 2**21
 #: Newton steps of a root per fixed-point step before its eigendecomposition is refreshed.
 INNER_STEPS = 2
 #: Early steps compute the roots to this fraction of the previous residual: loosely where
@@ -216,9 +228,13 @@ class _Roots:
         self.kernel.index_put_(stale, _lyapunov_kernel(roots))
 
     def mean(self, weights: torch.Tensor) -> torch.Tensor:
-        """:math:`\\bar H = \\sum_m \\lambda_m V_m X_m V_m^\\top`."""
-        roots = (self.rows.mT @ self.root) @ self.rows
-        return symmetrise((weights.unsqueeze(-2) @ roots.flatten(-2)).view_as(roots[:, 0]))
+        """:math:`\\bar H = \\sum_m \\lambda_m V_m X_m V_m^\\top`: with the rows
+        :math:`V_m^\\top` stacked into ``(B, M d, d)``, one product ``stackᵀ @ (λ X V^\\top)``
+        sums over the experts as it multiplies."""
+        batch, experts, dim = self.rows.shape[:3]
+        scaled = (self.root @ self.rows).mul_(weights[..., None, None])
+        stacked = self.rows.view(batch, experts * dim, dim)
+        return symmetrise(stacked.mT @ scaled.view_as(stacked))
 
     def keep(self, rows: torch.Tensor) -> None:
         """Keep the problems ``rows`` (a bool mask)."""
@@ -230,6 +246,32 @@ def solve_warm(
     covs: torch.Tensor, weights: torch.Tensor, max_iter: int, tol: float
 ) -> WarmSolution:
     """The fixed point of each problem of ``covs (B, M, d, d)``, ``weights (B, M)``.
+
+    On the CPU, in pieces of at most about :data:`CHUNK_BYTES` (module docstring), each
+    solved by :func:`_solve_piece`; ``iterations`` is the largest of theirs.
+    """
+    pieces = math.ceil(covs.numel() * 8 / CHUNK_BYTES) if covs.device.type == "cpu" else 1
+    if pieces <= 1:
+        return _solve_piece(covs, weights, max_iter, tol)
+    size = math.ceil(covs.shape[0] / pieces)
+    parts = [
+        _solve_piece(c, w, max_iter, tol)
+        for c, w in zip(covs.split(size), weights.split(size), strict=True)
+    ]
+    return WarmSolution(
+        torch.cat([part.solution for part in parts]),
+        torch.cat([part.residual for part in parts]),
+        torch.cat([part.converged for part in parts]),
+        max(part.iterations for part in parts),
+        torch.cat([part.accepted for part in parts]),
+    )
+
+
+def _solve_piece(
+    covs: torch.Tensor, weights: torch.Tensor, max_iter: int, tol: float
+) -> WarmSolution:
+    """The fixed point of each problem of ``covs (B, M, d, d)``, ``weights (B, M)``, all at
+    once.
 
     Starts from :math:`(\\sum_m \\lambda_m \\Sigma_m^{1/2})^2`, the answer when the
     covariances commute. Computes in float64 and returns ``covs``' dtype. A problem leaves the
