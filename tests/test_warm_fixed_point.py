@@ -150,6 +150,37 @@ def test_a_converged_problem_leaves_the_iteration(monkeypatch) -> None:
     torch.testing.assert_close(together.solution[:6], alone.solution, rtol=0, atol=0)
 
 
+def test_a_large_batch_is_solved_in_cache_sized_pieces_with_the_same_answers(
+    monkeypatch,
+) -> None:
+    easy, easy_weights = _problems(18, 11, 4, 5, 1e1)
+    hard, hard_weights = _problems(19, 1, 4, 5, 1e9)  # roots too ill-conditioned to certify
+    cov = torch.cat([easy[:6], hard, easy[6:]])
+    weights = torch.cat([easy_weights[:6], hard_weights, easy_weights[6:]])
+    whole = warm.solve_warm(cov, weights, max_iter=200, tol=1e-11)
+    pieces: list[tuple[int, int]] = []
+    piece = warm._solve_piece
+
+    def recording(*args):
+        result = piece(*args)
+        pieces.append((args[0].shape[0], result.iterations))
+        return result
+
+    monkeypatch.setattr(warm, "_solve_piece", recording)
+    # five problems' covariances per piece: 12 problems in three even pieces
+    monkeypatch.setattr(warm, "CHUNK_BYTES", 5 * 4 * 5 * 5 * 8)
+    chunked = warm.solve_warm(cov, weights, max_iter=200, tol=1e-11)
+    assert [size for size, _ in pieces] == [4, 4, 4]
+    assert chunked.iterations == max(steps for _, steps in pieces) == whole.iterations
+    assert chunked.accepted.tolist() == whole.accepted.tolist() == [True] * 6 + [False] + [True] * 5
+    accepted = whole.accepted
+    for field in ("solution", "residual", "converged"):
+        torch.testing.assert_close(
+            getattr(chunked, field)[accepted], getattr(whole, field)[accepted], rtol=0, atol=0
+        )
+    assert bool(whole.converged[accepted].all())
+
+
 def test_the_solve_runs_in_inference_mode_and_returns_ordinary_tensors(monkeypatch) -> None:
     cov, weights = _problems(16, 3, 4, 3)
     modes: list[bool] = []
@@ -369,13 +400,13 @@ def test_batched_two_by_two_drops_converged_problems(monkeypatch) -> None:
     assert float(result.residual[2]) <= 1e-15
 
 
-# --- McCann's geodesic for a few 2 × 2 problems, in Python floats ---------------------------
+# --- McCann's geodesic for 2 × 2 problems: Python floats (a few), tensors of entries ------
 
 
 @settings(max_examples=40, deadline=None)
 @given(
     seed=st.integers(0, 2**32 - 1),
-    batch=st.integers(1, two.MAX_PROBLEMS),
+    batch=st.one_of(st.integers(1, two.MAX_PROBLEMS), st.integers(two.MAX_PROBLEMS + 1, 40)),
     log_condition=st.floats(0.0, 8.0),
 )
 def test_two_by_two_mccann_agrees_with_the_batched_geodesic(
@@ -403,14 +434,31 @@ def test_two_by_two_mccann_is_exact_for_commuting_covariances() -> None:
     torch.testing.assert_close(two.mccann_two_by_two(cov, weights)[0], expected, rtol=1e-14, atol=0)
 
 
-def test_two_by_two_mccann_returns_a_lone_expert_exactly() -> None:
-    cov, _ = _problems(13, 2, 2, 2)
-    weights = torch.tensor([[0.0, 1.0], [1.0, 0.0]], dtype=F64)
+@pytest.mark.parametrize("dtype", [F32, F64])
+@pytest.mark.parametrize("repeats", [1, two.MAX_PROBLEMS])  # floats, tensors
+def test_two_by_two_mccann_returns_a_lone_expert_exactly(repeats: int, dtype) -> None:
+    cov, _ = _problems(13, 2 * repeats, 2, 2)
+    cov = cov.to(dtype)
+    weights = torch.tensor([[0.0, 1.0], [1.0, 0.0]], dtype=dtype).repeat(repeats, 1)
     result = two.mccann_two_by_two(cov, weights)
-    assert torch.equal(result[0], cov[0, 1]) and torch.equal(result[1], cov[1, 0])
+    assert result.dtype == dtype
+    assert torch.equal(result[0::2], cov[0::2, 1]) and torch.equal(result[1::2], cov[1::2, 0])
 
 
-def test_two_by_two_mccann_serves_few_problems_outside_autograd(monkeypatch) -> None:
+def test_two_by_two_mccann_on_tensors_agrees_with_python_floats() -> None:
+    cov, weights = _problems(16, 3 * two.MAX_PROBLEMS, 2, 2, 1e4)
+    batched = two.mccann_two_by_two(cov, weights)
+    one_by_one = torch.cat(
+        [two.mccann_two_by_two(c[None], w[None]) for c, w in zip(cov, weights, strict=True)]
+    )
+    torch.testing.assert_close(batched, one_by_one, rtol=1e-13, atol=0)
+    # float32 is computed in float64 and rounded once
+    single = two.mccann_two_by_two(cov.float(), weights.float())
+    double = two.mccann_two_by_two(cov.float().double(), weights.float().double())
+    assert torch.equal(single, double.float())
+
+
+def test_two_by_two_mccann_serves_every_batch_outside_autograd(monkeypatch) -> None:
     cov, weights = _problems(14, 1, 2, 2)
     calls: list[int] = []
     mccann = two.mccann_two_by_two
@@ -424,8 +472,10 @@ def test_two_by_two_mccann_serves_few_problems_outside_autograd(monkeypatch) -> 
     _, bary = wasserstein_barycenter_full(loc.float(), cov.float(), weights.float())
     assert calls == [1] and bary.dtype == F32
     assert float(_residual(bary, cov, weights).max()) <= 1e-6
-    # through autograd, and for larger batches, the batched geodesic
+    # through autograd, the polar geodesic
     wasserstein_barycenter_full(loc, cov.clone().requires_grad_(), weights)
-    big, big_weights = _problems(15, two.MAX_PROBLEMS + 1, 2, 2)
-    wasserstein_barycenter_full(torch.zeros(big.shape[:-1], dtype=F64), big, big_weights)
     assert calls == [1]
+    big, big_weights = _problems(15, two.MAX_PROBLEMS + 1, 2, 2)
+    _, bary = wasserstein_barycenter_full(torch.zeros(big.shape[:-1], dtype=F64), big, big_weights)
+    assert calls == [1, two.MAX_PROBLEMS + 1]
+    assert float(_residual(bary, big, big_weights).max()) <= 1e-13

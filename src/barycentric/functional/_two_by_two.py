@@ -33,7 +33,9 @@ step; the others, and those whose steps are not finite, are left to the robust s
 Two experts need no iteration: McCann's geodesic (:func:`mccann_two_by_two`) takes the
 closed-form roots and the rotation :math:`Q` of the polar decomposition of
 :math:`\\Sigma_2^{1/2} \\Sigma_1^{1/2}`, whose determinant is positive, so :math:`Q` is the
-rotation by :math:`\\theta = \\operatorname{atan2}(x_{21} - x_{12}, x_{11} + x_{22})`.
+rotation by :math:`\\theta = \\operatorname{atan2}(x_{21} - x_{12}, x_{11} + x_{22})`; like
+the fixed point, a few problems on the CPU in Python floats, any other batch on tensors of
+entries in float64.
 """
 
 from __future__ import annotations
@@ -239,14 +241,18 @@ def _weighted(weights: torch.Tensor, m: tuple[torch.Tensor, ...]) -> tuple[torch
     return tuple((weights * x).sum(-1) for x in m)
 
 
-def _geodesic(first: Sym, second: Sym, t: float) -> Sym:
+def _geodesic(
+    first: tuple[Entry, Entry, Entry], second: tuple[Entry, Entry, Entry], t: Entry
+) -> tuple[Entry, Entry, Entry]:
     """:math:`G G^\\top`, :math:`G = (1 - t) S_1 + t S_2 Q` (module docstring)."""
     s1, s2 = _root(first), _root(second)
-    # X = S2 S1, not symmetric
+    # X = S2 S1, not symmetric; Q rotates by atan2(x21 - x12, x11 + x22), and x11 + x22 =
+    # tr S2 S1 > 0
     x11, x12 = s2[0] * s1[0] + s2[1] * s1[1], s2[0] * s1[1] + s2[1] * s1[2]
     x21, x22 = s2[1] * s1[0] + s2[2] * s1[1], s2[1] * s1[1] + s2[2] * s1[2]
-    theta = math.atan2(x21 - x12, x11 + x22)
-    cos, sin = math.cos(theta), math.sin(theta)
+    hypot = torch.hypot if isinstance(x11, torch.Tensor) else math.hypot
+    radius = hypot(x21 - x12, x11 + x22)
+    cos, sin = (x11 + x22) / radius, (x21 - x12) / radius
     # S2 Q, Q = [[cos, -sin], [sin, cos]]
     q11, q12 = s2[0] * cos + s2[1] * sin, s2[1] * cos - s2[0] * sin
     q21, q22 = s2[1] * cos + s2[2] * sin, s2[2] * cos - s2[1] * sin
@@ -257,13 +263,27 @@ def _geodesic(first: Sym, second: Sym, t: float) -> Sym:
 
 def mccann_two_by_two(covs: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """McCann's interpolant of each problem of ``covs (B, 2, 2, 2)``, ``weights (B, 2)``
-    (normalised), walked from the expert of larger weight, on the CPU in Python floats.
+    (normalised), walked from the expert of larger weight: in Python floats for a few
+    problems on the CPU, else on tensors of entries in float64.
 
     Returns
     -------
     Tensor, shape (B, 2, 2)
         In ``covs``' dtype; a lone expert (the other's weight zero) exactly as it is.
     """
+    if covs.device.type == "cpu" and covs.shape[0] <= MAX_PROBLEMS:
+        return _mccann_floats(covs, weights)
+    work, weights = covs.to(torch.float64), weights.to(torch.float64)
+    swap = weights[:, 1] > weights[:, 0]
+    first = torch.where(swap[:, None, None], work[:, 1], work[:, 0])
+    second = torch.where(swap[:, None, None], work[:, 0], work[:, 1])
+    t = torch.where(swap, weights[:, 0], weights[:, 1])
+    entries = [(m[:, 0, 0], m[:, 0, 1], m[:, 1, 1]) for m in (first, second)]
+    walked = torch.stack(_geodesic(*entries, t), -1)[:, [0, 1, 1, 2]].view(-1, 2, 2)
+    return torch.where((t == 0)[:, None, None], first, walked).to(covs.dtype)
+
+
+def _mccann_floats(covs: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     results = []
     for (first, second), (w1, w2) in zip(
         _entries(covs), weights.detach().double().tolist(), strict=True

@@ -110,11 +110,7 @@ from barycentric.functional._experts import (
     weighted_sum,
 )
 from barycentric.functional._geodesic import mccann_cholesky
-from barycentric.functional._two_by_two import (
-    MAX_PROBLEMS,
-    mccann_two_by_two,
-    solve_two_by_two,
-)
+from barycentric.functional._two_by_two import mccann_two_by_two, solve_two_by_two
 from barycentric.functional._warm_fixed_point import solve_warm
 from barycentric.linalg import polar, power_of_two_scale, sqrtm_psd, symmetrise
 
@@ -414,13 +410,12 @@ def _mccann(covs: torch.Tensor, weights: torch.Tensor, needs_grad: bool) -> torc
 
     Walked from the expert of larger weight, so that :math:`t \\le 1/2`; a lone expert
     (:math:`t = 0`) is returned as it is (an absent expert's weight has no derivative).
-    Through autograd, the polar form (:func:`_mccann_polar`); outside it, a few 2 × 2
-    problems on the CPU in Python floats (``functional._two_by_two``), and the others from a
-    Cholesky factor (``functional._geodesic``) where its round-off is certified, the polar
-    form elsewhere.
+    Through autograd, the polar form (:func:`_mccann_polar`); outside it, 2 × 2 problems in
+    closed form (``functional._two_by_two``), and the others from a Cholesky factor
+    (``functional._geodesic``) where its round-off is certified, the polar form elsewhere.
     """
     batch, dim = covs.shape[:-3], covs.shape[-1]
-    if not needs_grad and _few_two_by_two(dim, math.prod(batch), covs.device):
+    if not needs_grad and dim == 2:
         flat = mccann_two_by_two(covs.reshape(-1, 2, 2, 2), weights.reshape(-1, 2))
         return flat.reshape(*batch, 2, 2)
     swap = (weights[..., 1] > weights[..., 0])[..., None, None]
@@ -452,11 +447,6 @@ def _mccann_polar(first: torch.Tensor, second: torch.Tensor, t: torch.Tensor) ->
     root, other = sqrtm_psd(first), sqrtm_psd(second)
     factor = (1 - t) * root + t * other @ polar(other @ root)[0]
     return symmetrise(factor @ factor.mT)
-
-
-def _few_two_by_two(dim: int, problems: int, device: torch.device) -> bool:
-    """Whether ``problems`` problems of dimension ``dim`` go to ``functional._two_by_two``."""
-    return dim == 2 and device.type == "cpu" and problems <= MAX_PROBLEMS
 
 
 def _work(covs: torch.Tensor) -> int:
