@@ -62,8 +62,8 @@ __all__ = [
 ]
 
 #: Bytes of float64 experts' covariances ``(chunk, M, d, d)`` solved at once on the CPU: a
-#: core's L2 cache (measured on 2 MiB: 256 × (M = 5, d = 16) 191 → 150 ms, 64 × (5, 64)
-#: 886 → 676 ms, 1024 × (5, 8) 165 → 170 ms).
+#: core's L2 cache (against one piece, in one process: 256 × (M = 5, d = 16) 177 → 149 ms,
+#: 64 × (5, 64) 826 → 694 ms; 1024 × (5, 8) 165 → 170 ms, within noise).
 CHUNK_BYTES = 2**21
 #: Newton steps of a root per fixed-point step before its eigendecomposition is refreshed.
 INNER_STEPS = 2
