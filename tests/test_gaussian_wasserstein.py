@@ -259,6 +259,28 @@ def test_implicit_gradient_equals_unrolled_gradient() -> None:
         assert torch.allclose(implicit, unrolled, rtol=1e-6, atol=1e-8)
 
 
+def test_the_adjoint_iteration_is_accelerated_and_agrees_with_the_plain_one(monkeypatch) -> None:
+    loc, cov, weights = _problem((6,), 5, 6, seed=21, cond=1e2)
+    probe = torch.randn(6, 6, 6, dtype=F64, generator=torch.Generator().manual_seed(22))
+    grad = torch.autograd.grad
+    steps: list[bool] = []
+
+    def counting(*args, **kwargs):
+        if kwargs.get("retain_graph"):  # one step of the adjoint iteration
+            steps.append(kwargs["create_graph"])
+        return grad(*args, **kwargs)
+
+    monkeypatch.setattr(torch.autograd, "grad", counting)
+    found = {}
+    for create_graph in (False, True):  # recorded: the plain iteration
+        c = cov.clone().requires_grad_()
+        _, bary = wasserstein_barycenter_full(loc, c, weights, tol=1e-12)
+        (found[create_graph],) = grad((bary * probe).sum(), c, create_graph=create_graph)
+    accelerated, plain = steps.count(False), steps.count(True)
+    assert 0 < accelerated < plain
+    torch.testing.assert_close(found[False], found[True].detach(), rtol=1e-9, atol=1e-12)
+
+
 def test_distances_agree_with_pot_and_closed_forms() -> None:
     loc, cov, _ = _problem((6,), 2, 4, seed=12)
     ours = wasserstein_distance_full(loc[:, 0], cov[:, 0], loc[:, 1], cov[:, 1])

@@ -83,10 +83,11 @@ where some problems need more than the default 100 steps (and say so).
 
 Gradients of the fixed point are implicit: with :math:`F` the map above and
 :math:`\\Sigma^\\star = F(\\Sigma^\\star, \\theta)`, the adjoint :math:`u = \\bar\\Sigma +
-(\\partial_\\Sigma F)^\\top u` is solved by the same kind of iteration and
+(\\partial_\\Sigma F)^\\top u` is solved by the same kind of iteration, with the same
+Anderson mixing (about half the steps of the plain iteration), and
 :math:`\\bar\\theta = (\\partial_\\theta F)^\\top u`, so memory does not grow with the number of
 iterations. This backward is itself differentiable: under ``create_graph=True`` it records
-the adjoint iteration, and the fixed point it starts from carries its own implicit
+the plain adjoint iteration, and the fixed point it starts from carries its own implicit
 derivative, so Hessian-vector products and gradient penalties are exact (to ``tol``).
 ``backward="unroll"`` differentiates through the iterations instead (the reference the
 implicit gradient is tested against). Every root has a closed-form, twice (and more)
@@ -369,15 +370,18 @@ def _implicit_vjp(
         image = _fixed_point_map(s, sqrtm_psd(c), w)
         adjoint = grad = symmetrise(grad)
         scale = torch.linalg.matrix_norm(grad).detach().clamp_min(torch.finfo(grad.dtype).tiny)
+        # a recorded iteration stays the plain linear one, whose derivative is the adjoint's
+        accelerate = None if create_graph else Anderson()
         for _ in range(max_iter):
             (pulled,) = torch.autograd.grad(
                 image, s, adjoint, retain_graph=True, create_graph=create_graph
             )
             new = grad + symmetrise(pulled)
             change = torch.linalg.matrix_norm((new - adjoint).detach()) / scale
-            adjoint = new
             if bool((change <= tol).all()):
+                adjoint = new
                 break
+            adjoint = new if accelerate is None else accelerate(adjoint, new)
         inputs = [t for t, need in zip((c, w), needs, strict=True) if need]
         grads = iter(
             torch.autograd.grad(image, inputs, adjoint, create_graph=create_graph) if inputs else ()
