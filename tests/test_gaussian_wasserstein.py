@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from strategies import random_full_gaussian, random_weights, spd_matrices
 
 import barycentric as bc
+import barycentric.functional.gaussian_wasserstein as gw
 from barycentric.functional import (
     wasserstein_barycenter_diag,
     wasserstein_barycenter_full,
@@ -279,6 +280,35 @@ def test_the_adjoint_iteration_is_accelerated_and_agrees_with_the_plain_one(monk
     accelerated, plain = steps.count(False), steps.count(True)
     assert 0 < accelerated < plain
     torch.testing.assert_close(found[False], found[True].detach(), rtol=1e-9, atol=1e-12)
+
+
+def test_the_implicit_backward_in_pieces_gives_the_same_derivatives(monkeypatch) -> None:
+    loc, cov, weights = _problem((7,), 4, 5, seed=23, cond=1e2)
+    probe = torch.randn(7, 5, 5, dtype=F64, generator=torch.Generator().manual_seed(24))
+    direction = torch.randn_like(cov)
+
+    def derivatives():
+        c, w = cov.clone().requires_grad_(), weights.clone().requires_grad_()
+        _, bary = wasserstein_barycenter_full(loc, c, w, tol=1e-13)
+        grad_c, grad_w = torch.autograd.grad((bary * probe).sum(), (c, w), create_graph=True)
+        (hvp,) = torch.autograd.grad((grad_c * direction).sum(), c)
+        return grad_c.detach(), grad_w.detach(), hvp
+
+    whole = derivatives()
+    sizes: list[int] = []
+    vjp = gw._implicit_vjp
+
+    def recording(solution, *args):
+        sizes.append(solution.shape[0])
+        return vjp(solution, *args)
+
+    monkeypatch.setattr(gw, "_implicit_vjp", recording)
+    # three problems' covariances per piece: 7 problems in pieces of 3, 3 and 1
+    monkeypatch.setattr(gw, "_ADJOINT_PIECE_BYTES", 3 * 4 * 5 * 5 * 8)
+    pieces = derivatives()
+    assert sizes == [3, 3, 1] * 2  # the gradient, then the Hessian-vector product
+    for together, apart in zip(whole, pieces, strict=True):
+        torch.testing.assert_close(apart, together, rtol=1e-10, atol=1e-12)
 
 
 def test_distances_agree_with_pot_and_closed_forms() -> None:

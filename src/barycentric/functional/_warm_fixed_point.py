@@ -33,21 +33,21 @@ reports is within a few percent of the exact one); the others, and those whose C
 factorisation fails (singular or indefinite inputs), are left to the robust solver.
 
 On the CPU a large batch is solved in pieces of about :data:`CHUNK_BYTES` of experts'
-covariances each (problems never interact, so every result is the same): each step makes
-some twenty passes over stacks the size of the experts', and a piece that fits in a core's
-L2 cache costs 20–30 % less than one pass over the whole batch (measured from d = 16 to 64,
-neutral at d = 8). On an accelerator the whole batch is one piece.
+covariances each (``functional._pieces``; every result is the same): each step makes some
+twenty passes over stacks the size of the experts', and pieces that fit in a core's L2
+cache cost 20–30 % less than the whole batch at once (measured from d = 16 to 64, neutral
+at d = 8). On an accelerator the whole batch is one piece.
 """
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import torch
 
 from barycentric.functional._anderson import Anderson
 from barycentric.functional._experts import weighted_matrix_sum
+from barycentric.functional._pieces import piece_size
 from barycentric.linalg import eigh_psd, sqrtm_psd, symmetrise
 
 __all__ = [
@@ -250,10 +250,9 @@ def solve_warm(
     On the CPU, in pieces of at most about :data:`CHUNK_BYTES` (module docstring), each
     solved by :func:`_solve_piece`; ``iterations`` is the largest of theirs.
     """
-    pieces = math.ceil(covs.numel() * 8 / CHUNK_BYTES) if covs.device.type == "cpu" else 1
-    if pieces <= 1:
+    size = piece_size(covs, CHUNK_BYTES, torch.finfo(torch.float64).bits // 8)
+    if size >= covs.shape[0]:
         return _solve_piece(covs, weights, max_iter, tol)
-    size = math.ceil(covs.shape[0] / pieces)
     parts = [
         _solve_piece(c, w, max_iter, tol)
         for c, w in zip(covs.split(size), weights.split(size), strict=True)
