@@ -445,6 +445,18 @@ def test_two_by_two_mccann_returns_a_lone_expert_exactly(repeats: int, dtype) ->
     assert torch.equal(result[0::2], cov[0::2, 1]) and torch.equal(result[1::2], cov[1::2, 0])
 
 
+@pytest.mark.usefixtures("validation_disabled")
+@pytest.mark.parametrize("batch", [1, two.MAX_PROBLEMS + 1])  # floats, tensors
+def test_two_by_two_mccann_of_singular_experts_with_orthogonal_ranges(batch: int) -> None:
+    # Σ1 = diag(1, 0), Σ2 = diag(0, 1): S2 S1 = 0, any rotation is optimal and the
+    # geodesic is diag((1 - t)², t²), here walked t = 0.3 from the heavier first expert
+    pair = torch.tensor([[[1.0, 0.0], [0.0, 0.0]], [[0.0, 0.0], [0.0, 1.0]]], dtype=F64)
+    weights = torch.tensor([[0.7, 0.3]], dtype=F64).expand(batch, 2)
+    result = two.mccann_two_by_two(pair.expand(batch, 2, 2, 2), weights)
+    expected = torch.diag(torch.tensor([0.49, 0.09], dtype=F64)).expand(batch, 2, 2)
+    torch.testing.assert_close(result, expected, rtol=1e-14, atol=1e-15)
+
+
 def test_two_by_two_mccann_on_tensors_agrees_with_python_floats() -> None:
     cov, weights = _problems(16, 3 * two.MAX_PROBLEMS, 2, 2, 1e4)
     batched = two.mccann_two_by_two(cov, weights)

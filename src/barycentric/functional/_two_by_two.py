@@ -246,13 +246,16 @@ def _geodesic(
 ) -> tuple[Entry, Entry, Entry]:
     """:math:`G G^\\top`, :math:`G = (1 - t) S_1 + t S_2 Q` (module docstring)."""
     s1, s2 = _root(first), _root(second)
-    # X = S2 S1, not symmetric; Q rotates by atan2(x21 - x12, x11 + x22), and x11 + x22 =
-    # tr S2 S1 > 0
+    # X = S2 S1, not symmetric; Q rotates by atan2(x21 - x12, x11 + x22) (the identity where
+    # X = 0: singular experts with orthogonal ranges, which validation lets through if off)
     x11, x12 = s2[0] * s1[0] + s2[1] * s1[1], s2[0] * s1[1] + s2[1] * s1[2]
     x21, x22 = s2[1] * s1[0] + s2[2] * s1[1], s2[1] * s1[1] + s2[2] * s1[2]
-    hypot = torch.hypot if isinstance(x11, torch.Tensor) else math.hypot
-    radius = hypot(x21 - x12, x11 + x22)
-    cos, sin = (x11 + x22) / radius, (x21 - x12) / radius
+    if isinstance(x11, torch.Tensor):
+        theta = torch.atan2(x21 - x12, x11 + x22)
+        cos, sin = theta.cos(), theta.sin()
+    else:
+        theta = math.atan2(x21 - x12, x11 + x22)
+        cos, sin = math.cos(theta), math.sin(theta)
     # S2 Q, Q = [[cos, -sin], [sin, cos]]
     q11, q12 = s2[0] * cos + s2[1] * sin, s2[1] * cos - s2[0] * sin
     q21, q22 = s2[1] * cos + s2[2] * sin, s2[2] * cos - s2[1] * sin
