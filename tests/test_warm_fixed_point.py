@@ -227,28 +227,7 @@ def test_small_solves_run_on_one_thread_and_restore_the_setting(monkeypatch) -> 
     assert seen == [1, 2]
 
 
-# --- a few 2 × 2 problems, in Python floats ------------------------------------------------
-
-
-@settings(max_examples=40, deadline=None)
-@given(
-    seed=st.integers(0, 2**32 - 1),
-    m=st.integers(3, 8),
-    batch=st.integers(1, two.MAX_PROBLEMS),
-    log_condition=st.floats(0.0, 3.0),
-)
-def test_two_by_two_agrees_with_the_batched_solver(
-    seed: int, m: int, batch: int, log_condition: float
-) -> None:
-    cov, weights = _problems(seed, batch, m, 2, 10**log_condition)
-    small = two.solve_two_by_two(cov, weights, max_iter=200, tol=1e-11)
-    batched = warm.solve_warm(cov, weights, max_iter=200, tol=1e-11)
-    assert bool(small.accepted.all()) and bool(small.converged.all())
-    difference = torch.linalg.matrix_norm(small.solution - batched.solution)
-    assert float((difference / torch.linalg.matrix_norm(batched.solution)).max()) < 1e-8
-    exact = _residual(small.solution, cov, weights)
-    assert float(exact.max()) <= 1e-11
-    torch.testing.assert_close(small.residual, exact, rtol=0.1, atol=1e-12)
+# --- 2 × 2 problems: a few in Python floats, batches on tensors of entries ----------------
 
 
 def test_two_by_two_serves_every_two_dimensional_problem(monkeypatch) -> None:
@@ -270,16 +249,6 @@ def test_two_by_two_serves_every_two_dimensional_problem(monkeypatch) -> None:
         assert bool(info.converged.all())
         assert float(_residual(bary, cov, weights).max()) <= 1e-12
     assert calls == [("_solve_floats", 1), ("_solve_batched", two.MAX_PROBLEMS + 1)]
-
-
-def test_two_by_two_hands_hard_and_broken_problems_on() -> None:
-    cov, weights = _problems(10, 4, 3, 2)
-    cov[1] = torch.tensor([[1.0, 0.0], [0.0, 1e-12]], dtype=F64)  # κ(H) = 1e6 at tol 1e-12
-    cov[2, 0] = torch.tensor([[1.0, 2.0], [2.0, 1.0]], dtype=F64)  # indefinite
-    cov[3, 1, 0, 0] = torch.nan
-    result = two.solve_two_by_two(cov, weights, max_iter=100, tol=1e-12)
-    assert result.accepted.tolist() == [True, False, False, False]
-    assert result.converged.tolist() == [True, False, False, False]
 
 
 @pytest.mark.parametrize("condition", [1e2, 1e5, 1e7, 1e10])
@@ -319,17 +288,15 @@ def test_two_by_two_hands_on_what_it_cannot_finish() -> None:
     assert float(_residual(bary, cov.float(), weights.float())) <= 1e-5
 
 
-# --- batches of 2 × 2 problems, on tensors of entries ---------------------------------------
-
-
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(
     seed=st.integers(0, 2**32 - 1),
     m=st.integers(3, 8),
-    batch=st.integers(two.MAX_PROBLEMS + 1, 40),
+    # Python floats (a few problems), tensors of entries (more)
+    batch=st.one_of(st.integers(1, two.MAX_PROBLEMS), st.integers(two.MAX_PROBLEMS + 1, 40)),
     log_condition=st.floats(0.0, 3.0),
 )
-def test_batched_two_by_two_agrees_with_both_other_solvers(
+def test_two_by_two_agrees_with_the_warm_solver_and_problem_by_problem(
     seed: int, m: int, batch: int, log_condition: float
 ) -> None:
     cov, weights = _problems(seed, batch, m, 2, 10**log_condition)
@@ -351,14 +318,15 @@ def test_batched_two_by_two_agrees_with_both_other_solvers(
         assert float((difference / torch.linalg.matrix_norm(other)).max()) < 1e-8
 
 
-def test_batched_two_by_two_hands_hard_and_broken_problems_on_alone() -> None:
-    cov, weights = _problems(13, 8, 3, 2)
+@pytest.mark.parametrize("seed, batch", [(10, two.MAX_PROBLEMS), (13, 8)])  # floats, tensors
+def test_two_by_two_hands_hard_and_broken_problems_on_alone(seed: int, batch: int) -> None:
+    cov, weights = _problems(seed, batch, 3, 2)
     bad = cov.clone()
     bad[1] = torch.tensor([[1.0, 0.0], [0.0, 1e-12]], dtype=F64)  # κ(H) = 1e6 at tol 1e-12
     bad[2, 0] = torch.tensor([[1.0, 2.0], [2.0, 1.0]], dtype=F64)  # indefinite
     bad[3, 1, 0, 0] = torch.nan
     result = two.solve_two_by_two(bad, weights, max_iter=100, tol=1e-12)
-    expected = [i not in (1, 2, 3) for i in range(8)]
+    expected = [i not in (1, 2, 3) for i in range(batch)]
     assert result.accepted.tolist() == expected and result.converged.tolist() == expected
     # the other problems are solved as they are without the bad ones
     rows = torch.tensor(expected)

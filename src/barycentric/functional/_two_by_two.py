@@ -63,6 +63,12 @@ Entry = TypeVar("Entry", float, torch.Tensor)
 Sym = tuple[float, float, float]
 
 
+def _in_python_floats(covs: torch.Tensor) -> bool:
+    """Whether the problems of ``covs (B, ...)`` are few enough, and on the CPU, to be solved
+    one by one in Python floats (:data:`MAX_PROBLEMS`)."""
+    return covs.device.type == "cpu" and covs.shape[0] <= MAX_PROBLEMS
+
+
 def _entries(covs: torch.Tensor) -> list:
     """``(a, b, c)`` of each symmetric 2 × 2 matrix of ``covs (..., 2, 2)``, as Python floats."""
     return covs.detach().to("cpu", torch.float64)[..., [0, 0, 1], [0, 1, 1]].tolist()
@@ -170,7 +176,7 @@ def solve_two_by_two(
     """The fixed point of each problem of ``covs (B, M, 2, 2)``, ``weights (B, M)``: in
     Python floats for a few problems on the CPU, else batched (module docstring); fields as
     :func:`~barycentric.functional._warm_fixed_point.solve_warm` returns them."""
-    if covs.device.type == "cpu" and covs.shape[0] <= MAX_PROBLEMS:
+    if _in_python_floats(covs):
         return _solve_floats(covs, weights, max_iter, tol)
     return _solve_batched(covs, weights, max_iter, tol)
 
@@ -232,8 +238,8 @@ def _solve_batched(
         mixed = accelerate(point[keep], image, None if everyone else keep)
         positive = _certified(mixed.unbind(-1), math.inf)
         point = torch.where(positive[:, None], mixed, image)
-    outcomes.solution = outcomes.solution[:, [0, 1, 1, 2]].view(-1, 2, 2)  # (a, b, b, c)
-    return outcomes.finish(iterations, covs.dtype)
+    found = outcomes.finish(iterations, covs.dtype)
+    return found._replace(solution=found.solution[:, [0, 1, 1, 2]].view(-1, 2, 2))  # (a, b, b, c)
 
 
 def _weighted(weights: torch.Tensor, m: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
@@ -274,7 +280,7 @@ def mccann_two_by_two(covs: torch.Tensor, weights: torch.Tensor) -> torch.Tensor
     Tensor, shape (B, 2, 2)
         In ``covs``' dtype; a lone expert (the other's weight zero) exactly as it is.
     """
-    if covs.device.type == "cpu" and covs.shape[0] <= MAX_PROBLEMS:
+    if _in_python_floats(covs):
         return _mccann_floats(covs, weights)
     work, weights = covs.to(torch.float64), weights.to(torch.float64)
     swap = weights[:, 1] > weights[:, 0]
