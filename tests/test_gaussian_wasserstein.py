@@ -285,7 +285,7 @@ def test_the_adjoint_iteration_is_accelerated_and_agrees_with_the_plain_one(monk
 def test_the_implicit_backward_in_pieces_gives_the_same_derivatives(monkeypatch) -> None:
     loc, cov, weights = _problem((7,), 4, 5, seed=23, cond=1e2)
     probe = torch.randn(7, 5, 5, dtype=F64, generator=torch.Generator().manual_seed(24))
-    direction = torch.randn_like(cov)
+    direction = torch.randn(cov.shape, dtype=F64, generator=torch.Generator().manual_seed(25))
 
     def derivatives():
         c, w = cov.clone().requires_grad_(), weights.clone().requires_grad_()
@@ -307,8 +307,11 @@ def test_the_implicit_backward_in_pieces_gives_the_same_derivatives(monkeypatch)
     monkeypatch.setattr(gw, "_ADJOINT_PIECE_BYTES", 3 * 4 * 5 * 5 * 8)
     pieces = derivatives()
     assert sizes == [3, 3, 1] * 2  # the gradient, then the Hessian-vector product
+    # each piece's adjoint stops on its own at tol = 1e-13: they agree to about that, in norm
+    # (20 directions: gradients 2e-14, Hessian-vector products 3e-13 at most)
     for together, apart in zip(whole, pieces, strict=True):
-        torch.testing.assert_close(apart, together, rtol=1e-10, atol=1e-12)
+        difference = torch.linalg.vector_norm(apart - together)
+        assert float(difference) <= 1e-11 * float(torch.linalg.vector_norm(together))
 
 
 def test_distances_agree_with_pot_and_closed_forms() -> None:
