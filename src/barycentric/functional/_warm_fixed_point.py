@@ -19,11 +19,15 @@ diagonal :math:`x` that :math:`X` had when its basis was computed (the square ro
 
 which costs one matrix product per matrix, has the exact root as its fixed point whatever
 :math:`K`, and contracts at a rate about the relative change of :math:`P_m` since its basis
-was computed. A root whose correction has not fallen below the
-step's tolerance after :data:`INNER_STEPS` such steps is recomputed from an eigendecomposition
-of :math:`\\tilde P` (which refreshes its basis); so are all of them at the first step. Early
-steps need their roots only to a tenth of the previous residual (a thousandth for d ≤ 4,
-where decompositions are cheap), the step that certifies ``tol`` to ``tol / 16``.
+was computed. Each step takes :data:`INNER_STEPS` such steps on all roots, then
+:data:`EXTRA_STEPS` on those whose correction has not fallen below the step's tolerance,
+alone; a root that still falls short, or whose correction shrinks by less than
+:data:`MAX_RATE` in a step (then the last correction no longer bounds its error), is
+recomputed from an eigendecomposition of :math:`\\tilde P` (which refreshes its basis); so
+are all of them at the first step. A root takes no step after its correction meets the
+tolerance, so what it becomes never depends on the other problems of the batch. Early steps
+need their roots only to 3 % of the previous residual (a thousandth for d ≤ 4, where
+decompositions are cheap), the step that certifies ``tol`` to ``tol / 16``.
 
 The residual of a root computed from :math:`P_m` (rather than from the singular values of a
 factor, as the robust solver does) is about :math:`\\varepsilon \\kappa(H_m)` relative,
@@ -65,18 +69,28 @@ __all__ = [
 #: core's L2 cache (against one piece, in one process: 256 × (M = 5, d = 16) 177 → 149 ms,
 #: 64 × (5, 64) 826 → 694 ms; 1024 × (5, 8) 165 → 170 ms, within noise).
 CHUNK_BYTES = 2**21
-#: Newton steps of a root per fixed-point step before its eigendecomposition is refreshed.
-INNER_STEPS = 2
-#: Early steps compute the roots to this fraction of the previous residual: loosely where
-#: decompositions are dear, tightly for d ≤ 4, where they cost about as much as the Newton
-#: steps and exact roots save outer steps (measured at 64 × (M = 5, d = 2): 11 steps at 0.1,
-#: 7 at 1e-3, 7.2 → 5.4 ms; at 256 × (M = 5, d = 16) 1e-3 costs 223 → 294 ms).
-_EARLY_ACCURACY = 0.1
+#: Newton steps of all roots per fixed-point step (fewer once every root has converged)...
+INNER_STEPS = 4
+#: ...then of the roots that have not, alone, before their eigendecompositions are refreshed.
+#: At 256 × (M = 5, d = 16), 2 + 0 steps decomposed about 1,000 roots after the first step,
+#: 4 + 2 decompose about 30: most roots that fall short miss by about their rate, 0.1 a step.
+EXTRA_STEPS = 2
+#: A root whose correction shrinks by less than this factor in a step has drifted too far from
+#: its basis for its last correction to bound its error: it is decomposed afresh.
+MAX_RATE = 0.5
+#: Early steps compute the roots to this fraction of the previous residual: roots that only
+#: just meet a loose accuracy slow the outer iteration (256 × (M = 5, d = 16): 12 steps at
+#: 0.1, 11 at 0.03), tight ones cost Newton steps; for d ≤ 4, where decompositions cost about
+#: as much as the Newton steps, exact roots save outer steps (64 × (M = 5, d = 2): 11 steps at
+#: 0.1, 7 at 1e-3, 7.2 → 5.4 ms).
+_EARLY_ACCURACY = 0.03
 _EARLY_ACCURACY_SMALL = 1e-3
 _SMALL_DIM = 4
 #: The roots of the step that certifies ``tol`` are computed to ``tol / SAFETY``, and a root
 #: of condition number κ is trusted only where ``SAFETY · ε · κ ≤ tol``.
 SAFETY = 16.0
+#: Stacks of the roots' size that :class:`_Roots` computes its products in.
+_WORKSPACES = 3
 
 
 def condition_limit(tol: float) -> float:
@@ -178,12 +192,67 @@ def _lyapunov_kernel(roots: torch.Tensor) -> torch.Tensor:
     return (roots.unsqueeze(-1) + roots.unsqueeze(-2)).reciprocal_()
 
 
+class _Newton(NamedTuple):
+    """What :func:`_newton` leaves: the roots not yet converged (``live``), those that
+    converge too slowly to be trusted (``slow``), and each root's last relative change."""
+
+    live: torch.Tensor
+    slow: torch.Tensor
+    change: torch.Tensor
+
+
+def _newton(
+    rotated: torch.Tensor,
+    root: torch.Tensor,
+    kernel: torch.Tensor,
+    scale: tuple[torch.Tensor, torch.Tensor],
+    steps: int,
+    scratch: torch.Tensor,
+    change: torch.Tensor | None = None,
+) -> _Newton:
+    """Up to ``steps`` Newton steps :math:`X \\leftarrow X + (\\tilde P - X^2) \\circ K` on the
+    roots ``root (..., d, d)`` of ``rotated`` :math:`\\tilde P`, in place, with the kernels
+    ``kernel`` (same shape).
+
+    ``scale = (norm, tolerance)``, both of shape ``(...)``, holds :math:`\\|X\\|_F` and the
+    relative change of a step at or below which a root has converged; a root stops at
+    convergence, or as ``slow`` once its change shrinks by less than :data:`MAX_RATE` in a
+    step (``change``: the changes of a previous call's last step, if any), so what a root
+    becomes depends on it alone. On the CPU the steps stop once every root has stopped.
+    ``scratch`` (same shape as ``root``) receives the corrections.
+    """
+    norm, tolerance = scale
+    flat = root.view(-1, *root.shape[-2:])
+    correction = scratch.view_as(flat)
+    live = torch.ones_like(norm, dtype=torch.bool)
+    slow = torch.zeros_like(live)
+    for step in range(steps):
+        torch.baddbmm(rotated.reshape(flat.shape), flat, flat, alpha=-1, out=correction)
+        scratch.mul_(kernel)
+        if step > 0:
+            scratch.masked_fill_(~live[..., None, None], 0.0)
+        root.add_(scratch)
+        previous, change = change, torch.linalg.matrix_norm(scratch) / norm
+        if previous is not None:
+            slow = slow | (live & (change > MAX_RATE * previous))
+        live = live & ~(change <= tolerance) & ~slow
+        # on an accelerator, no host synchronisation until the steps are done
+        if root.device.type == "cpu" and not bool(live.any()):
+            break
+    return _Newton(live, slow, change)
+
+
 class _Roots:
     """The roots :math:`H_m = V X V^\\top` of the active problems, warm from step to step.
 
     The bases are kept transposed, ``rows (B, M, d, d)`` holding :math:`V_m^\\top`, so that
     :math:`G_m = V_m^\\top L^\\top` is one product of ``(B, M d, d)`` stacks and the rotated
     matrices :math:`V_m^\\top P_m V_m = G_m \\Sigma_m G_m^\\top` two more.
+
+    The products of every step are written into :data:`_WORKSPACES` stacks of the roots'
+    size, allocated once: a fresh stack of a megabyte or more comes, with glibc's ``malloc``,
+    from pages the system hands out anew, and touching them costs a page fault per 4 KiB
+    (at 256 × (M = 5, d = 16), 19,800 faults and about 15 ms per solve without them).
     """
 
     def __init__(self, congruent: torch.Tensor) -> None:
@@ -193,32 +262,48 @@ class _Roots:
         self.condition = roots[..., -1] / roots[..., 0]
         self.root = torch.diag_embed(roots)
         self.kernel = _lyapunov_kernel(roots)
+        self._workspaces = congruent.new_empty((_WORKSPACES, *congruent.shape))
+
+    def _workspace(self, which: int) -> torch.Tensor:
+        """Workspace ``which``, shape ``(B, M, d, d)`` for the ``B`` active problems."""
+        return self._workspaces[which, : self.root.shape[0]]
 
     def _rotated(self, factor: torch.Tensor, covs: torch.Tensor) -> torch.Tensor:
         """:math:`V_m^\\top L^\\top \\Sigma_m L V_m` for ``factor (B, d, d)`` and ``covs
         (B, M, d, d)``."""
         batch, experts, dim = covs.shape[:3]
-        stacked = self.rows.view(batch, experts * dim, dim) @ factor.mT
-        rotated = stacked.view_as(covs)
-        return (rotated @ covs) @ rotated.mT
+        stacked = (batch, experts * dim, dim)
+        rotated = self._workspace(0)
+        torch.matmul(self.rows.view(stacked), factor.mT, out=rotated.view(stacked))
+        middle = torch.matmul(rotated, covs, out=self._workspace(1))
+        return torch.matmul(middle, rotated.mT, out=self._workspace(2))
 
     def refresh(self, factor: torch.Tensor, covs: torch.Tensor, tolerance: torch.Tensor) -> None:
         """Update the roots to the new factor ``L (B, d, d)``, to a relative ``tolerance
-        (B, 1)``: Newton steps in the current bases, eigendecompositions where they fall
-        short."""
+        (B, 1)``: :data:`INNER_STEPS` Newton steps in the current bases, then
+        :data:`EXTRA_STEPS` more on the roots that fall short alone, and eigendecompositions
+        where those fall short too."""
         rotated = self._rotated(factor, covs)
         # ‖X‖_F² = tr X² = tr P̃
         norm = torch.diagonal(rotated, dim1=-2, dim2=-1).sum(-1).clamp_min(0).sqrt()
-        flat = self.root.view(-1, *self.root.shape[-2:])
-        for _ in range(INNER_STEPS):
-            correction = torch.baddbmm(rotated.view_as(flat), flat, flat, alpha=-1)
-            correction = correction.view_as(self.root).mul_(self.kernel)
-            self.root.add_(correction)
-            change = torch.linalg.matrix_norm(correction) / norm
-            # on an accelerator, no host synchronisation until the steps are done
-            if covs.device.type == "cpu" and bool((change <= tolerance).all()):
-                return
-        stale = torch.nonzero(~(change <= tolerance), as_tuple=True)
+        scale = (norm, tolerance.expand_as(norm))
+        first = _newton(rotated, self.root, self.kernel, scale, INNER_STEPS, self._workspace(0))
+        redo = first.slow
+        retry = torch.nonzero(first.live, as_tuple=True)
+        if retry[0].numel() > 0:
+            root = self.root[retry]
+            extra = _newton(
+                rotated[retry],
+                root,
+                self.kernel[retry],
+                (scale[0][retry], scale[1][retry]),
+                EXTRA_STEPS,
+                torch.empty_like(root),
+                first.change[retry],
+            )
+            self.root.index_put_(retry, root)
+            redo = redo.index_put(retry, extra.live | extra.slow)
+        stale = torch.nonzero(redo, as_tuple=True)
         if stale[0].numel() == 0:
             return
         values, vectors = eigh_psd(rotated[stale])
@@ -232,7 +317,8 @@ class _Roots:
         :math:`V_m^\\top` stacked into ``(B, M d, d)``, one product ``stackᵀ @ (λ X V^\\top)``
         sums over the experts as it multiplies."""
         batch, experts, dim = self.rows.shape[:3]
-        scaled = (self.root @ self.rows).mul_(weights[..., None, None])
+        scaled = torch.matmul(self.root, self.rows, out=self._workspace(0))
+        scaled.mul_(weights[..., None, None])
         stacked = self.rows.view(batch, experts * dim, dim)
         return symmetrise(stacked.mT @ scaled.view_as(stacked))
 
