@@ -45,6 +45,8 @@ from __future__ import annotations
 
 import torch
 
+from barycentric._host import decompose_on_host
+
 __all__ = [
     "eigh_psd",
     "inv_sqrtm_psd",
@@ -105,8 +107,16 @@ def _decompose(decomposition, a: torch.Tensor) -> tuple[torch.Tensor, ...]:
     slot: the batched LAPACK call stops at the first failure, so on failure the batch is
     decomposed again one matrix at a time. The callers scale their matrices to entries of
     order one, so one finite sum over the batch says that every entry is finite (a sum that
-    overflows only sends a finite batch down the careful path).
+    overflows only sends a finite batch down the careful path). Mid-sized matrices on a CUDA
+    device are decomposed on the host (``barycentric._host``).
     """
+    if decompose_on_host(a):
+        return tuple(factor.to(a.device) for factor in _decompose_here(decomposition, a.cpu()))
+    return _decompose_here(decomposition, a)
+
+
+def _decompose_here(decomposition, a: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """:func:`_decompose` on ``a``'s own device."""
     if bool(torch.isfinite(a.sum())):
         try:
             return tuple(decomposition(a))

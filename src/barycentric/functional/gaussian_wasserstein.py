@@ -104,6 +104,7 @@ from typing import Literal, NamedTuple
 
 import torch
 
+from barycentric._host import run_on_host, solve_on_host
 from barycentric._threads import solver_threads
 from barycentric._validation import check_int, promote_floating
 from barycentric.functional._anderson import Anderson
@@ -566,6 +567,27 @@ def wasserstein_barycenter_full(
     if backward not in ("implicit", "unroll"):
         raise ValueError(f"`backward` must be 'implicit' or 'unroll', got {backward!r}")
     max_iter = check_int(max_iter, "max_iter", minimum=1)
+    arguments = (loc, cov, weights)
+    options = {"max_iter": max_iter, "tol": tol, "backward": backward}
+    if solve_on_host(*arguments):
+        mean, bary, info, tol = run_on_host(_barycenter_full, cov.device, *arguments, **options)
+    else:
+        mean, bary, info, tol = _barycenter_full(*arguments, **options)
+    _warn_unconverged(info, tol)
+    return (mean, bary, info) if return_info else (mean, bary)
+
+
+def _barycenter_full(
+    loc: torch.Tensor,
+    cov: torch.Tensor,
+    weights: torch.Tensor | None,
+    *,
+    max_iter: int,
+    tol: float | None,
+    backward: Literal["implicit", "unroll"],
+) -> tuple[torch.Tensor, torch.Tensor, FixedPointInfo, float]:
+    """:func:`wasserstein_barycenter_full` where its inputs are, without the warning; also
+    returns the tolerance it used."""
     # small solves run on one intra-op thread, validation included (barycentric._threads)
     with solver_threads(_device(cov), _work(cov)):
         loc, cov, weights = prepare_experts(loc, cov, weights, full=True)
@@ -608,9 +630,7 @@ def wasserstein_barycenter_full(
         bary = bary * scale[..., None, None]
         if info is None:
             info = FixedPointInfo.exact(bary.detach()[..., 0, 0])
-        else:
-            _warn_unconverged(info, tol)
-        return (mean, bary, info) if return_info else (mean, bary)
+        return mean, bary, info, tol
 
 
 def _warn_unconverged(info: FixedPointInfo, tol: float) -> None:
