@@ -54,6 +54,7 @@ dist: $(STAMP)
 
 bench-quick: $(STAMP)
 	$(PY) benchmarks/run.py --quick --output benchmarks/results/quick
+	$(PY) benchmarks/host_policies.py --quick --output benchmarks/results/quick
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py
