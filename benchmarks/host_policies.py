@@ -187,7 +187,7 @@ def render(records: dict[str, Any]) -> str:
     problem, host = ["batch", "M", "d"], ["host, 1 thread", f"host, {threads} threads"]
     on_device = ["device, 1 host thread", f"device, {threads} host threads"]
     lines = [
-        f"# Host policies on {env.get('gpu', 'the device')}",
+        f"# Host policies on {env.get('gpu') or env.get('cpu', 'an unnamed machine')}",
         "",
         "Made by `benchmarks/host_policies.py` (its docstring says how each figure is "
         "measured); times in ms, float64; *speed-up of the host* is device time / host time.",
