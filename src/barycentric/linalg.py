@@ -14,7 +14,10 @@ matrix is divided by a power of two near its largest entry before LAPACK sees it
 would otherwise rescale very large or small matrices by other factors), so
 :math:`(cA)^{1/2} = c^{1/2} A^{1/2}` holds exactly for :math:`c = 4^k` and to round-off for
 every positive :math:`c` the dtype holds. A matrix that is not finite, or on which LAPACK
-fails, gets NaN in its own slot of the batch and leaves the others untouched.
+fails, gets NaN in its own slot of the batch and leaves the others untouched. On a CUDA
+device, matrices with :math:`32 < d \\le 128`, which cuSOLVER decomposes one per call, are
+decomposed on the host in one batched call and their factors copied back
+(``barycentric._host``).
 
 Derivatives. With :math:`X = A^{1/2}`, the Daleckii–Krein formula for the root is the
 solution of the Lyapunov equation

@@ -58,7 +58,10 @@ with :math:`G = (1-t) L + t L^{-\\top} (L^\\top \\Sigma_2 L)^{1/2}` in float64, 
 eigendecomposition instead of two and a singular value decomposition
 (``functional._geodesic``). On the CPU, solves whose batched products
 are small (``barycentric._threads``) run on one intra-op thread, which keeps them fast
-when other processes share the cores.
+when other processes share the cores. On a CUDA device, a barycenter whose experts hold at
+most 32,768 numbers (``batch · M · d²``) is solved on the host, where each of its hundreds
+of small operations costs a fraction of a kernel launch, and its results (and derivatives)
+come back to the device (``barycentric._host``).
 
 Numerics. Every problem is normalised by a power of two near its weighted mean variance
 before anything is computed and scaled back after, so the results are scale-equivariant,
