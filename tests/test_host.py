@@ -39,11 +39,12 @@ def _problem(batch: int, m: int, d: int, seed: int = 0):
 
 
 def test_only_small_problems_on_one_accelerator_are_solved_on_the_host(cpu_as_accelerator):
-    limit = _host.HOST_SOLVE_ELEMENTS
-    loc, cov = _problem(limit // (5 * 4), 5, 2)  # exactly the limit's batch · M · d²
+    batch = _host.HOST_SOLVE_ELEMENTS // (2 * 16 * 16)
+    loc, cov = _problem(batch, 2, 16)
+    assert batch * 2 * 16 * 16 == _host.HOST_SOLVE_ELEMENTS  # exactly the limit
     assert _host.solve_on_host(loc, cov, None)
-    assert _host.solve_on_host(loc, cov, torch.ones(5, dtype=torch.float64))
-    more_loc, more_cov = _problem(limit // (5 * 4) + 1, 5, 2)
+    assert _host.solve_on_host(loc, cov, torch.ones(2, dtype=torch.float64))
+    more_loc, more_cov = _problem(batch + 1, 2, 16)
     assert not _host.solve_on_host(more_loc, more_cov, None)
     meta = torch.empty(5, 2, device="meta")
     assert not _host.solve_on_host(meta, cov, None)  # experts on two devices: validation says so
