@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from cases.common import environment, markdown_table
+from cases.common import environment, markdown_table, synchronize
 
 from barycentric import _host
 from barycentric.functional import wasserstein_barycenter_full
@@ -59,17 +59,13 @@ QUICK = {
 
 
 def _median_ms(device: torch.device, fn: Callable[[], object], runs: int) -> float:
-    def synchronize() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
     fn()
-    synchronize()
+    synchronize(device)
     times = []
     for _ in range(runs):
         start = time.perf_counter()
         fn()
-        synchronize()
+        synchronize(device)
         times.append(time.perf_counter() - start)
     return 1e3 * sorted(times)[runs // 2]
 

@@ -1,6 +1,6 @@
 """Which work on a CUDA device runs faster on the host CPU, and moving it there and back.
 
-Two regimes, measured on an H100 against its host (``benchmarks/results/cuda/policies.md``):
+Two regimes, measured on an H100 against its host (``benchmarks/results/cuda/host_policies.md``):
 
 * **Decompositions of mid-sized matrices.** cuSOLVER decomposes a batch of matrices with
   ``d > 32`` one matrix at a time, each call a few kernel launches and a host

@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import torch
 
-from barycentric._host import decompose_on_host
+from barycentric._host import decompose_on_host, run_on_host
 
 __all__ = [
     "eigh_psd",
@@ -114,7 +114,7 @@ def _decompose(decomposition, a: torch.Tensor) -> tuple[torch.Tensor, ...]:
     device are decomposed on the host (``barycentric._host``).
     """
     if decompose_on_host(a):
-        return tuple(factor.to(a.device) for factor in _decompose_here(decomposition, a.cpu()))
+        return run_on_host(_decompose_here, a.device, decomposition, a)
     return _decompose_here(decomposition, a)
 
 
