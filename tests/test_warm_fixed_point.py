@@ -11,6 +11,7 @@ import warnings
 
 import pytest
 import torch
+from helpers import wasserstein_residual
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from strategies import random_spd, random_weights
@@ -20,7 +21,7 @@ import barycentric.functional._two_by_two as two
 import barycentric.functional._warm_fixed_point as warm
 import barycentric.functional.gaussian_wasserstein as gw
 from barycentric.functional import wasserstein_barycenter_full
-from barycentric.linalg import polar, sqrtm_psd
+from barycentric.linalg import sqrtm_psd
 
 F32, F64 = torch.float32, torch.float64
 
@@ -30,14 +31,6 @@ def _problems(seed: int, batch: int, m: int, d: int, condition: float = 1e2):
     cov = random_spd(generator, d, (batch, m), condition)
     weights = random_weights(generator, m, batch)
     return cov, weights / weights.sum(-1, keepdim=True)
-
-
-def _residual(bary: torch.Tensor, cov: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """‖Σ − Σ_m λ_m (Σ^½ Σ_m Σ^½)^½‖_F / ‖Σ‖_F from singular values (no squared products)."""
-    root = sqrtm_psd(bary.double()).unsqueeze(-3)
-    roots = polar(sqrtm_psd(cov.double()) @ root)[1]
-    image = (weights.double()[..., None, None] * roots).sum(-3)
-    return torch.linalg.matrix_norm(bary - image) / torch.linalg.matrix_norm(bary)
 
 
 @settings(max_examples=25, deadline=None)
@@ -69,7 +62,7 @@ def test_the_reported_residual_is_certified(seed: int, tol: float) -> None:
     cov, weights = _problems(seed, 8, 4, 6, 1e2)
     result = warm.solve_warm(cov, weights, max_iter=100, tol=tol)
     assert bool(result.converged.all())
-    exact = _residual(result.solution, cov, weights)
+    exact = wasserstein_residual(result.solution, cov, weights)
     assert float(exact.max()) <= tol
     torch.testing.assert_close(result.residual, exact, rtol=0.1, atol=tol / 8)
 
@@ -161,7 +154,7 @@ def test_ill_conditioned_problems_go_to_the_robust_solver() -> None:
     )
     assert bool(info.converged.all())
     torch.testing.assert_close(bary[:4], result.solution[:4], rtol=1e-10, atol=0)
-    assert float(_residual(bary[4:], cov[4:], weights[4:])) < 1e-9
+    assert float(wasserstein_residual(bary[4:], cov[4:], weights[4:])) < 1e-9
 
 
 def test_singular_and_non_finite_problems_go_to_the_robust_solver() -> None:
@@ -300,7 +293,7 @@ def test_two_by_two_serves_every_two_dimensional_problem(monkeypatch) -> None:
             torch.zeros(batch, 5, 2, dtype=F64), cov, weights, return_info=True
         )
         assert bool(info.converged.all())
-        assert float(_residual(bary, cov, weights).max()) <= 1e-12
+        assert float(wasserstein_residual(bary, cov, weights).max()) <= 1e-12
     assert calls == [("_solve_floats", 1), ("_solve_batched", two.MAX_PROBLEMS + 1)]
 
 
@@ -311,7 +304,7 @@ def test_two_by_two_certifies_what_it_accepts(condition: float, seed: int, batch
     # (κ = 1e7 once slipped through: the check took the root of the roots' condition number)
     cov, weights = _problems(seed, batch, 5, 2, condition)
     result = two.solve_two_by_two(cov, weights, max_iter=300, tol=1e-12)
-    exact = _residual(result.solution, cov, weights)
+    exact = wasserstein_residual(result.solution, cov, weights)
     converged = result.converged & result.accepted
     assert float(torch.where(converged, exact, 0.0).max()) <= 1.5e-12
     if condition == 1e2:  # κ(H) ≤ 1e2 < tol / (16 ε) ≈ 280: nothing to hand on
@@ -338,7 +331,7 @@ def test_two_by_two_hands_on_what_it_cannot_finish() -> None:
             torch.zeros(1, 4, 2), cov.float(), weights.float(), max_iter=100, return_info=True
         )
     assert bool(info.converged.all())
-    assert float(_residual(bary, cov.float(), weights.float())) <= 1e-5
+    assert float(wasserstein_residual(bary, cov.float(), weights.float())) <= 1e-5
 
 
 @settings(max_examples=40, deadline=None)
@@ -355,7 +348,7 @@ def test_two_by_two_agrees_with_the_warm_solver_and_problem_by_problem(
     cov, weights = _problems(seed, batch, m, 2, 10**log_condition)
     batched = two.solve_two_by_two(cov, weights, max_iter=200, tol=1e-11)
     assert bool(batched.accepted.all()) and bool(batched.converged.all())
-    exact = _residual(batched.solution, cov, weights)
+    exact = wasserstein_residual(batched.solution, cov, weights)
     assert float(exact.max()) <= 1e-11
     torch.testing.assert_close(batched.residual, exact, rtol=0.1, atol=1e-12)
     for other in (
@@ -439,7 +432,7 @@ def test_two_by_two_mccann_agrees_with_the_batched_geodesic(
     # both are backward stable: they differ by about ε κ, and both are fixed points
     difference = torch.linalg.matrix_norm(small - batched) / torch.linalg.matrix_norm(batched)
     assert float(difference.max()) <= 1e-14 * 10**log_condition + 1e-14
-    assert float(_residual(small, cov, weights).max()) <= 1e-13
+    assert float(wasserstein_residual(small, cov, weights).max()) <= 1e-13
 
 
 def test_two_by_two_mccann_is_exact_for_commuting_covariances() -> None:
@@ -504,11 +497,11 @@ def test_two_by_two_mccann_serves_every_batch_outside_autograd(monkeypatch) -> N
     loc = torch.zeros(1, 2, 2, dtype=F64)
     _, bary = wasserstein_barycenter_full(loc.float(), cov.float(), weights.float())
     assert calls == [1] and bary.dtype == F32
-    assert float(_residual(bary, cov, weights).max()) <= 1e-6
+    assert float(wasserstein_residual(bary, cov, weights).max()) <= 1e-6
     # through autograd, the polar geodesic
     wasserstein_barycenter_full(loc, cov.clone().requires_grad_(), weights)
     assert calls == [1]
     big, big_weights = _problems(15, two.MAX_PROBLEMS + 1, 2, 2)
     _, bary = wasserstein_barycenter_full(torch.zeros(big.shape[:-1], dtype=F64), big, big_weights)
     assert calls == [1, two.MAX_PROBLEMS + 1]
-    assert float(_residual(bary, big, big_weights).max()) <= 1e-13
+    assert float(wasserstein_residual(bary, big, big_weights).max()) <= 1e-13

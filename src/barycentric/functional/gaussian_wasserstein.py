@@ -25,7 +25,9 @@ stopping rule, and differ in how they take the roots:
   problem it can certify: it works in float64 on the Cholesky factor :math:`\\Sigma_k =
   L_k L_k^\\top`, keeps each root :math:`(L_k^\\top \\Sigma_m L_k)^{1/2}` in the eigenbasis of
   an earlier step and refines it there by Newton steps, one matrix product each, so that
-  most steps decompose no matrix at all;
+  most steps decompose no matrix at all; a single small problem on the CPU
+  (``functional._one_problem``) instead takes its roots from an eigendecomposition at every
+  step, which costs fewer operations than the warm solver's bookkeeping;
 * **2 × 2** problems (``functional._two_by_two``): the same iteration with the
   closed-form root of a 2 × 2 matrix, on tensors of entries (batched and accelerated, in
   float64), or on Python floats without acceleration for a few problems on the CPU;
@@ -103,6 +105,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from typing import Literal, NamedTuple
 
 import torch
@@ -117,9 +120,10 @@ from barycentric.functional._experts import (
     weighted_sum,
 )
 from barycentric.functional._geodesic import mccann_cholesky
+from barycentric.functional._one_problem import serves_one, solve_one
 from barycentric.functional._pieces import piece_size
 from barycentric.functional._two_by_two import mccann_two_by_two, solve_two_by_two
-from barycentric.functional._warm_fixed_point import solve_warm
+from barycentric.functional._warm_fixed_point import WarmSolution, solve_warm
 from barycentric.linalg import polar, power_of_two_scale, sqrtm_psd, symmetrise
 
 __all__ = [
@@ -269,24 +273,25 @@ def _solve(
 ) -> tuple[torch.Tensor, FixedPointInfo]:
     """The fixed point of each problem of ``covs (B, M, d, d)``, ``weights (B, M)``.
 
-    A problem with one present expert (a weight of exactly 1) is that expert. The others:
-    outside autograd, by :func:`~barycentric.functional._warm_fixed_point.solve_warm` (2 × 2
-    problems: :func:`~barycentric.functional._two_by_two.solve_two_by_two`), and by
-    :func:`_solve_robust` for the problems these do not accept
-    (ill-conditioned, singular or not finite); through autograd (``backward="unroll"``), by
-    :func:`_solve_robust`.
+    A problem with one present expert (a weight of exactly 1) is that expert; one with an
+    entry that is not finite cannot be solved (NaN, residual ``inf``). The others: outside
+    autograd, by the solver :func:`_warm_solver` picks for them, as if the problems answered
+    here were absent, and by :func:`_solve_robust` for the problems it does not accept
+    (ill-conditioned, singular, or with steps that are not finite); through autograd
+    (``backward="unroll"``), by :func:`_solve_robust`.
     """
     if differentiable:
         return _solve_robust(covs, weights, max_iter, tol, differentiable)
     # a weight of exactly 1 is the only expert present: the answer is that expert, exactly
-    solution = weighted_matrix_sum(weights, covs)
-    residual = covs.new_zeros(covs.shape[0])
-    converged = torch.ones(covs.shape[0], dtype=torch.bool, device=covs.device)
-    rest = torch.nonzero(~(weights == 1).any(-1)).squeeze(-1)
+    finite = torch.isfinite(covs).flatten(1).all(-1) & torch.isfinite(weights).all(-1)
+    solution = torch.where(finite[:, None, None], weighted_matrix_sum(weights, covs), torch.nan)
+    residual = torch.where(finite, 0.0, torch.inf).to(covs.dtype)
+    converged = finite
+    rest = torch.nonzero(finite & ~(weights == 1).any(-1)).squeeze(-1)
     if rest.numel() == 0:
         return solution, FixedPointInfo(0, residual, converged)
     covs, weights = covs[rest], weights[rest]
-    warm = (solve_two_by_two if covs.shape[-1] == 2 else solve_warm)(covs, weights, max_iter, tol)
+    warm = _warm_solver(covs)(covs, weights, max_iter, tol)
     found, iterations = warm.solution, warm.iterations
     found_residual, found_converged = warm.residual, warm.converged
     hard = torch.nonzero(~warm.accepted).squeeze(-1)
@@ -301,6 +306,14 @@ def _solve(
         residual.index_copy(0, rest, found_residual),
         converged.index_copy(0, rest, found_converged),
     )
+
+
+def _warm_solver(covs: torch.Tensor) -> Callable[..., WarmSolution]:
+    """The solver of ``covs (B, M, d, d)`` outside autograd: closed-form roots for 2 × 2
+    problems, exact roots for one small problem on the CPU, else warm-started roots."""
+    if covs.shape[-1] == 2:
+        return solve_two_by_two
+    return solve_one if serves_one(covs) else solve_warm
 
 
 def _solve_robust(
