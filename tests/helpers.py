@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from strategies import random_diag_gaussian, random_full_gaussian
+from strategies import random_diag_gaussian, random_full_gaussian, random_spd, random_weights
 from torch.distributions import Independent, MultivariateNormal, Normal, kl_divergence
 
 from barycentric.linalg import polar, sqrtm_psd
@@ -138,3 +138,27 @@ def wasserstein_residual(
     roots = polar(sqrtm_psd(cov.double()) @ root)[1]
     image = (weights.double()[..., None, None] * roots).sum(-3)
     return torch.linalg.matrix_norm(bary - image) / torch.linalg.matrix_norm(bary)
+
+
+def fixed_point_problems(seed: int, batch: int, m: int, d: int, condition: float = 1e2):
+    """Covariances ``(batch, m, d, d)`` of roughly the given condition number and normalised
+    weights ``(batch, m)``, the inputs of the Wasserstein fixed point's solvers."""
+    generator = torch.Generator().manual_seed(seed)
+    cov = random_spd(generator, d, (batch, m), condition)
+    weights = random_weights(generator, m, batch)
+    return cov, weights / weights.sum(-1, keepdim=True)
+
+
+def record_solver_calls(monkeypatch, module, names: tuple[str, ...]) -> list[tuple[str, int]]:
+    """Wrap the solvers ``names`` of ``module`` so that each call appends ``(name, batch)``
+    (the first argument's leading size) to the list returned, then solves as before."""
+    calls: list[tuple[str, int]] = []
+    for name in names:
+        solve = getattr(module, name)
+
+        def recording(*args, solve=solve, name=name):
+            calls.append((name, args[0].shape[0]))
+            return solve(*args)
+
+        monkeypatch.setattr(module, name, recording)
+    return calls

@@ -1,8 +1,9 @@
 """The fixed point of a single small problem with exact roots (``functional._one_problem``).
 
-Its answers against the robust polar solver and an independent residual, the problems it
-serves, which it hands to the robust solver (the condition rule at its edge, singular,
-non-finite, failed decompositions), its stopping rule and its fallback to the plain step.
+The problems it serves, which it hands to the robust solver (the condition rule at its
+edge, singular, non-finite, failed decompositions), its stopping rule and its fallback to
+the plain step. Its answers against the robust polar solver and an independent residual,
+and its float32, are tested beside the warm solver's, in ``test_warm_fixed_point``.
 """
 
 from __future__ import annotations
@@ -11,55 +12,13 @@ import warnings
 
 import pytest
 import torch
-from helpers import wasserstein_residual
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from strategies import random_spd, random_weights
+from helpers import fixed_point_problems, record_solver_calls, wasserstein_residual
 
 import barycentric.functional._one_problem as one
 import barycentric.functional.gaussian_wasserstein as gw
 from barycentric.functional import wasserstein_barycenter_full
 
-F32, F64 = torch.float32, torch.float64
-
-
-def _problem(seed: int, m: int, d: int, condition: float = 1e2, batch: int = 1):
-    generator = torch.Generator().manual_seed(seed)
-    cov = random_spd(generator, d, (batch, m), condition)
-    weights = random_weights(generator, m, batch)
-    return cov, weights / weights.sum(-1, keepdim=True)
-
-
-@settings(max_examples=25, deadline=None)
-@given(
-    seed=st.integers(0, 2**32 - 1),
-    m=st.integers(3, 6),
-    d=st.integers(1, 9),
-    log_condition=st.floats(0.0, 3.0),
-)
-def test_agrees_with_the_robust_solver(seed: int, m: int, d: int, log_condition: float) -> None:
-    # tol = 1e-11 accepts roots of condition number up to 2800 (16 ε κ ≤ tol)
-    cov, weights = _problem(seed, m, d, 10**log_condition)
-    result = one.solve_one(cov, weights, max_iter=200, tol=1e-11)
-    reference, info = gw._solve_robust(cov, weights, 200, 1e-11, differentiable=False)
-    assert bool(result.accepted.all()) and bool(result.converged.all())
-    assert bool(info.converged.all())
-    error = torch.linalg.matrix_norm(result.solution - reference) / torch.linalg.matrix_norm(
-        reference
-    )
-    # both residuals are below 1e-11; the error is at most the residual over (1 - ρ)
-    assert float(error) < 1e-8
-
-
-@settings(max_examples=25, deadline=None)
-@given(seed=st.integers(0, 2**32 - 1), tol=st.sampled_from([1e-6, 1e-9, 1e-12]))
-def test_the_reported_residual_is_certified(seed: int, tol: float) -> None:
-    cov, weights = _problem(seed, 4, 6, 1e2)
-    result = one.solve_one(cov, weights, max_iter=100, tol=tol)
-    assert bool(result.converged.all())
-    exact = wasserstein_residual(result.solution, cov, weights)
-    assert float(exact) <= tol
-    torch.testing.assert_close(result.residual, exact, rtol=0.1, atol=tol / 8)
+F64 = torch.float64
 
 
 @pytest.mark.parametrize(
@@ -78,17 +37,9 @@ def test_serves_one_small_problem_on_the_cpu(shape, served: bool) -> None:
 
 
 def test_the_public_function_solves_one_problem_here_and_batches_warm(monkeypatch) -> None:
-    calls: list[tuple[str, int]] = []
-    for name in ("solve_one", "solve_warm"):
-        solve = getattr(gw, name)
-
-        def counting(*args, solve=solve, name=name):
-            calls.append((name, args[0].shape[0]))
-            return solve(*args)
-
-        monkeypatch.setattr(gw, name, counting)
+    calls = record_solver_calls(monkeypatch, gw, ("solve_one", "solve_warm"))
     for batch, m, d in ((1, 5, 8), (3, 5, 8), (1, 9, 32)):
-        cov, weights = _problem(batch, m, d, batch=batch)
+        cov, weights = fixed_point_problems(batch, batch, m, d)
         _, bary, info = wasserstein_barycenter_full(
             torch.zeros(batch, m, d, dtype=F64), cov, weights, tol=1e-11, return_info=True
         )
@@ -125,7 +76,7 @@ def test_the_condition_rule_at_its_edge(margin: float, accepted: bool) -> None:
 
 @pytest.mark.parametrize("how", ["singular", "nan", "indefinite"])
 def test_problems_it_cannot_certify_go_to_the_robust_solver(how: str) -> None:
-    cov, weights = _problem(3, 3, 4)
+    cov, weights = fixed_point_problems(3, 1, 3, 4)
     if how == "singular":
         cov[0, 1] = torch.diag(torch.tensor([1.0, 1.0, 1.0, 0.0], dtype=F64))
     elif how == "nan":
@@ -138,7 +89,7 @@ def test_problems_it_cannot_certify_go_to_the_robust_solver(how: str) -> None:
 
 
 def test_a_failed_decomposition_hands_the_problem_on(monkeypatch) -> None:
-    cov, weights = _problem(4, 3, 4)
+    cov, weights = fixed_point_problems(4, 1, 3, 4)
     eigh = torch.linalg.eigh
     calls = []
 
@@ -154,14 +105,14 @@ def test_a_failed_decomposition_hands_the_problem_on(monkeypatch) -> None:
 
 
 def test_a_tolerance_below_its_round_off_goes_straight_to_the_robust_solver(monkeypatch) -> None:
-    cov, weights = _problem(5, 3, 4)
+    cov, weights = fixed_point_problems(5, 1, 3, 4)
     monkeypatch.setattr(one, "_mean_root", None)  # any work at all would fail
     result = one.solve_one(cov, weights, max_iter=10, tol=0.0)
     assert not bool(result.accepted) and result.iterations == 0
 
 
 def test_max_iter_stops_with_the_residual_of_what_it_returns() -> None:
-    cov, weights = _problem(6, 5, 6, 1e3)
+    cov, weights = fixed_point_problems(6, 1, 5, 6, 1e3)
     result = one.solve_one(cov, weights, max_iter=2, tol=1e-12)
     assert result.iterations == 2 and bool(result.accepted) and not bool(result.converged)
     exact = wasserstein_residual(result.solution, cov, weights)
@@ -169,14 +120,6 @@ def test_max_iter_stops_with_the_residual_of_what_it_returns() -> None:
     torch.testing.assert_close(result.residual, exact, rtol=1e-6, atol=0)
     with pytest.warns(RuntimeWarning, match="did not converge for 1 of 1 problems in 2"):
         wasserstein_barycenter_full(torch.zeros(1, 5, 6, dtype=F64), cov, weights, max_iter=2)
-
-
-def test_float32_is_solved_in_float64_and_returned_in_float32() -> None:
-    cov, weights = _problem(7, 4, 5)
-    single = one.solve_one(cov.float(), weights.float(), max_iter=100, tol=1e-5)
-    double = one.solve_one(cov.float().double(), weights.float().double(), 100, 1e-5)
-    assert single.solution.dtype == F32 and single.residual.dtype == F32
-    assert torch.equal(single.solution, double.solution.float())
 
 
 class _Indefinite:
@@ -187,7 +130,7 @@ class _Indefinite:
 
 
 def test_a_mixture_without_a_cholesky_factor_gives_way_to_the_plain_step(monkeypatch) -> None:
-    cov, weights = _problem(8, 4, 6, 1e2)
+    cov, weights = fixed_point_problems(8, 1, 4, 6, 1e2)
     accelerated = one.solve_one(cov, weights, max_iter=200, tol=1e-11)
     monkeypatch.setattr(one, "Anderson", _Indefinite)
     plain = one.solve_one(cov, weights, max_iter=200, tol=1e-11)
@@ -198,7 +141,7 @@ def test_a_mixture_without_a_cholesky_factor_gives_way_to_the_plain_step(monkeyp
 
 
 def test_one_problem_alone_and_in_a_batch_agree_to_the_tolerance() -> None:
-    cov, weights = _problem(9, 5, 16, 1e2, batch=2)
+    cov, weights = fixed_point_problems(9, 2, 5, 16, 1e2)
     loc = torch.zeros(2, 5, 16, dtype=F64)
     with warnings.catch_warnings():
         warnings.simplefilter("error")

@@ -1,6 +1,7 @@
 """The warm-started fixed point (``functional._warm_fixed_point``) and the solvers' thread scope.
 
-Its answers against the robust polar solver and an independent residual, its use of matrix
+Its answers (and the one-problem solver's) against the robust polar solver and an
+independent residual, its use of matrix
 products in place of eigendecompositions, which problems it hands to the robust solver, and
 that a converged problem leaves the iteration.
 """
@@ -11,12 +12,12 @@ import warnings
 
 import pytest
 import torch
-from helpers import wasserstein_residual
+from helpers import fixed_point_problems, record_solver_calls, wasserstein_residual
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from strategies import random_spd, random_weights
 
 import barycentric._threads as threads
+import barycentric.functional._one_problem as one
 import barycentric.functional._two_by_two as two
 import barycentric.functional._warm_fixed_point as warm
 import barycentric.functional.gaussian_wasserstein as gw
@@ -26,13 +27,11 @@ from barycentric.linalg import sqrtm_psd
 F32, F64 = torch.float32, torch.float64
 
 
-def _problems(seed: int, batch: int, m: int, d: int, condition: float = 1e2):
-    generator = torch.Generator().manual_seed(seed)
-    cov = random_spd(generator, d, (batch, m), condition)
-    weights = random_weights(generator, m, batch)
-    return cov, weights / weights.sum(-1, keepdim=True)
+# the batched warm solver, and the one-problem solver (``functional._one_problem``)
+SOLVERS = [pytest.param(warm.solve_warm, 4, id="warm"), pytest.param(one.solve_one, 1, id="one")]
 
 
+@pytest.mark.parametrize("solve, batch", SOLVERS)
 @settings(max_examples=25, deadline=None)
 @given(
     seed=st.integers(0, 2**32 - 1),
@@ -40,10 +39,12 @@ def _problems(seed: int, batch: int, m: int, d: int, condition: float = 1e2):
     d=st.integers(2, 9),
     log_condition=st.floats(0.0, 3.0),
 )
-def test_agrees_with_the_robust_solver(seed: int, m: int, d: int, log_condition: float) -> None:
+def test_agrees_with_the_robust_solver(
+    solve, batch: int, seed: int, m: int, d: int, log_condition: float
+) -> None:
     # tol = 1e-11 accepts roots of condition number up to 2800 (16 ε κ ≤ tol)
-    cov, weights = _problems(seed, 3, m, d, 10**log_condition)
-    result = warm.solve_warm(cov, weights, max_iter=200, tol=1e-11)
+    cov, weights = fixed_point_problems(seed, batch, m, d, 10**log_condition)
+    result = solve(cov, weights, max_iter=200, tol=1e-11)
     reference, info = gw._solve_robust(cov, weights, 200, 1e-11, differentiable=False)
     assert bool(result.accepted.all()) and bool(result.converged.all())
     assert bool(info.converged.all())
@@ -54,13 +55,14 @@ def test_agrees_with_the_robust_solver(seed: int, m: int, d: int, log_condition:
     assert float(error.max()) < 1e-8
 
 
+@pytest.mark.parametrize("solve, batch", SOLVERS)
 @settings(max_examples=25, deadline=None)
 @given(seed=st.integers(0, 2**32 - 1), tol=st.sampled_from([1e-6, 1e-9, 1e-12]))
-def test_the_reported_residual_is_certified(seed: int, tol: float) -> None:
-    # the residual the solver stops on is computed from roots it refines only to a fraction
-    # of the residual: the exact residual of what it returns must still be within tol
-    cov, weights = _problems(seed, 8, 4, 6, 1e2)
-    result = warm.solve_warm(cov, weights, max_iter=100, tol=tol)
+def test_the_reported_residual_is_certified(solve, batch: int, seed: int, tol: float) -> None:
+    # the warm solver's residual is computed from roots it refines only to a fraction of
+    # the residual: the exact residual of what it returns must still be within tol
+    cov, weights = fixed_point_problems(seed, batch, 4, 6, 1e2)
+    result = solve(cov, weights, max_iter=100, tol=tol)
     assert bool(result.converged.all())
     exact = wasserstein_residual(result.solution, cov, weights)
     assert float(exact.max()) <= tol
@@ -68,7 +70,7 @@ def test_the_reported_residual_is_certified(seed: int, tol: float) -> None:
 
 
 def test_roots_are_refined_by_products_not_eigendecompositions(monkeypatch) -> None:
-    cov, weights = _problems(0, 64, 5, 8)
+    cov, weights = fixed_point_problems(0, 64, 5, 8)
     decomposed: list[int] = []
     eigh_psd = warm.eigh_psd
 
@@ -142,8 +144,8 @@ def test_newton_steps_of_a_root_do_not_depend_on_the_others() -> None:
 
 
 def test_ill_conditioned_problems_go_to_the_robust_solver() -> None:
-    easy, easy_weights = _problems(1, 4, 3, 5, 1e2)
-    hard, hard_weights = _problems(2, 1, 3, 5, 1e10)
+    easy, easy_weights = fixed_point_problems(1, 4, 3, 5, 1e2)
+    hard, hard_weights = fixed_point_problems(2, 1, 3, 5, 1e10)
     cov, weights = torch.cat([easy, hard]), torch.cat([easy_weights, hard_weights])
     # 16 ε κ(H) ≤ tol fails for the hard problem at tol = 1e-12 (κ(H) ≈ 1e5)
     result = warm.solve_warm(cov, weights, max_iter=100, tol=1e-12)
@@ -158,7 +160,7 @@ def test_ill_conditioned_problems_go_to_the_robust_solver() -> None:
 
 
 def test_singular_and_non_finite_problems_go_to_the_robust_solver() -> None:
-    cov, weights = _problems(3, 3, 3, 4)
+    cov, weights = fixed_point_problems(3, 3, 3, 4)
     cov[1] = 0.0  # every expert singular: the start has no Cholesky factor
     cov[2, 0, 0, 0] = torch.nan
     result = warm.solve_warm(cov, weights, max_iter=100, tol=1e-12)
@@ -166,18 +168,19 @@ def test_singular_and_non_finite_problems_go_to_the_robust_solver() -> None:
     assert bool(result.converged[0])
 
 
-def test_float32_is_solved_in_float64_and_returned_in_float32() -> None:
-    cov, weights = _problems(4, 6, 4, 5)
-    single = warm.solve_warm(cov.float(), weights.float(), max_iter=100, tol=1e-5)
-    double = warm.solve_warm(cov.float().double(), weights.float().double(), 100, 1e-5)
+@pytest.mark.parametrize("solve, batch", SOLVERS)
+def test_float32_is_solved_in_float64_and_returned_in_float32(solve, batch: int) -> None:
+    cov, weights = fixed_point_problems(4, batch, 4, 5)
+    single = solve(cov.float(), weights.float(), max_iter=100, tol=1e-5)
+    double = solve(cov.float().double(), weights.float().double(), 100, 1e-5)
     assert single.solution.dtype == F32 and single.residual.dtype == F32
     # the same float64 iterates, rounded once at the end
     assert torch.equal(single.solution, double.solution.float())
 
 
 def test_a_converged_problem_leaves_the_iteration(monkeypatch) -> None:
-    easy, easy_weights = _problems(5, 6, 4, 5, 1e1)
-    slow, slow_weights = _problems(6, 1, 4, 5, 3e3)
+    easy, easy_weights = fixed_point_problems(5, 6, 4, 5, 1e1)
+    slow, slow_weights = fixed_point_problems(6, 1, 4, 5, 3e3)
     cov, weights = torch.cat([easy, slow]), torch.cat([easy_weights, slow_weights])
     sizes: list[int] = []
     mean = warm._Roots.mean
@@ -199,8 +202,9 @@ def test_a_converged_problem_leaves_the_iteration(monkeypatch) -> None:
 def test_a_large_batch_is_solved_in_cache_sized_pieces_with_the_same_answers(
     monkeypatch,
 ) -> None:
-    easy, easy_weights = _problems(18, 11, 4, 5, 1e1)
-    hard, hard_weights = _problems(19, 1, 4, 5, 1e9)  # roots too ill-conditioned to certify
+    easy, easy_weights = fixed_point_problems(18, 11, 4, 5, 1e1)
+    # roots too ill-conditioned to certify
+    hard, hard_weights = fixed_point_problems(19, 1, 4, 5, 1e9)
     cov = torch.cat([easy[:6], hard, easy[6:]])
     weights = torch.cat([easy_weights[:6], hard_weights, easy_weights[6:]])
     whole = warm.solve_warm(cov, weights, max_iter=200, tol=1e-11)
@@ -228,7 +232,7 @@ def test_a_large_batch_is_solved_in_cache_sized_pieces_with_the_same_answers(
 
 
 def test_the_solve_runs_in_inference_mode_and_returns_ordinary_tensors(monkeypatch) -> None:
-    cov, weights = _problems(16, 3, 4, 3)
+    cov, weights = fixed_point_problems(16, 3, 4, 3)
     modes: list[bool] = []
     solve = warm.solve_warm
 
@@ -259,7 +263,7 @@ def test_small_solves_run_on_one_thread_and_restore_the_setting(monkeypatch) -> 
         return solve(*args, **kwargs)
 
     monkeypatch.setattr(gw, "_solve", recording)
-    cov, weights = _problems(7, 4, 3, 4)
+    cov, weights = fixed_point_problems(7, 4, 3, 4)
     loc = torch.zeros(4, 3, 4, dtype=F64)
     before = torch.get_num_threads()
     torch.set_num_threads(2)
@@ -277,18 +281,10 @@ def test_small_solves_run_on_one_thread_and_restore_the_setting(monkeypatch) -> 
 
 
 def test_two_by_two_serves_every_two_dimensional_problem(monkeypatch) -> None:
-    calls: list[tuple[str, int]] = []
-    for name in ("_solve_floats", "_solve_batched"):
-        solve = getattr(two, name)
-
-        def counting(*args, solve=solve, name=name):
-            calls.append((name, args[0].shape[0]))
-            return solve(*args)
-
-        monkeypatch.setattr(two, name, counting)
+    calls = record_solver_calls(monkeypatch, two, ("_solve_floats", "_solve_batched"))
     monkeypatch.setattr(gw, "solve_warm", None)  # never reached in two dimensions
     for seed, batch in ((8, 1), (9, two.MAX_PROBLEMS + 1)):
-        cov, weights = _problems(seed, batch, 5, 2)
+        cov, weights = fixed_point_problems(seed, batch, 5, 2)
         _, bary, info = wasserstein_barycenter_full(
             torch.zeros(batch, 5, 2, dtype=F64), cov, weights, return_info=True
         )
@@ -302,7 +298,7 @@ def test_two_by_two_serves_every_two_dimensional_problem(monkeypatch) -> None:
 def test_two_by_two_certifies_what_it_accepts(condition: float, seed: int, batch: int) -> None:
     # its roots' round-off is ε κ(H): a problem it accepts has an exact residual within tol
     # (κ = 1e7 once slipped through: the check took the root of the roots' condition number)
-    cov, weights = _problems(seed, batch, 5, 2, condition)
+    cov, weights = fixed_point_problems(seed, batch, 5, 2, condition)
     result = two.solve_two_by_two(cov, weights, max_iter=300, tol=1e-12)
     exact = wasserstein_residual(result.solution, cov, weights)
     converged = result.converged & result.accepted
@@ -312,7 +308,7 @@ def test_two_by_two_certifies_what_it_accepts(condition: float, seed: int, batch
 
 
 def test_a_tolerance_below_its_round_off_goes_straight_to_the_robust_solver(monkeypatch) -> None:
-    cov, weights = _problems(11, 3, 4, 3)
+    cov, weights = fixed_point_problems(11, 3, 4, 3)
     monkeypatch.setattr(warm, "sqrtm_psd", None)  # any work at all would fail
     result = warm.solve_warm(cov, weights, max_iter=10, tol=0.0)
     assert not bool(result.accepted.any()) and result.iterations == 0
@@ -321,7 +317,7 @@ def test_a_tolerance_below_its_round_off_goes_straight_to_the_robust_solver(monk
 def test_two_by_two_hands_on_what_it_cannot_finish() -> None:
     # hypothesis found a float32 problem (κ = 1e5) that the unaccelerated iteration left at
     # residual 1.4e-5 > tol after 100 steps, reported as not converged
-    cov, weights = _problems(12, 1, 4, 2, 1e5)
+    cov, weights = fixed_point_problems(12, 1, 4, 2, 1e5)
     slow = two.solve_two_by_two(cov, weights, max_iter=3, tol=1e-12)
     assert not bool(slow.accepted.any()) and not bool(slow.converged.any())
     # the public function then solves it with the accelerated solvers
@@ -345,7 +341,7 @@ def test_two_by_two_hands_on_what_it_cannot_finish() -> None:
 def test_two_by_two_agrees_with_the_warm_solver_and_problem_by_problem(
     seed: int, m: int, batch: int, log_condition: float
 ) -> None:
-    cov, weights = _problems(seed, batch, m, 2, 10**log_condition)
+    cov, weights = fixed_point_problems(seed, batch, m, 2, 10**log_condition)
     batched = two.solve_two_by_two(cov, weights, max_iter=200, tol=1e-11)
     assert bool(batched.accepted.all()) and bool(batched.converged.all())
     exact = wasserstein_residual(batched.solution, cov, weights)
@@ -366,7 +362,7 @@ def test_two_by_two_agrees_with_the_warm_solver_and_problem_by_problem(
 
 @pytest.mark.parametrize("seed, batch", [(10, two.MAX_PROBLEMS), (13, 8)])  # floats, tensors
 def test_two_by_two_hands_hard_and_broken_problems_on_alone(seed: int, batch: int) -> None:
-    cov, weights = _problems(seed, batch, 3, 2)
+    cov, weights = fixed_point_problems(seed, batch, 3, 2)
     bad = cov.clone()
     bad[1] = torch.tensor([[1.0, 0.0], [0.0, 1e-12]], dtype=F64)  # κ(H) = 1e6 at tol 1e-12
     bad[2, 0] = torch.tensor([[1.0, 2.0], [2.0, 1.0]], dtype=F64)  # indefinite
@@ -381,7 +377,7 @@ def test_two_by_two_hands_hard_and_broken_problems_on_alone(seed: int, batch: in
 
 
 def test_batched_two_by_two_solves_float32_in_float64() -> None:
-    cov, weights = _problems(14, 8, 4, 2)
+    cov, weights = fixed_point_problems(14, 8, 4, 2)
     result = two.solve_two_by_two(cov.float(), weights.float(), max_iter=100, tol=1e-5)
     in_float64 = two.solve_two_by_two(
         cov.float().double(), weights.float().double(), max_iter=100, tol=1e-5
@@ -391,14 +387,14 @@ def test_batched_two_by_two_solves_float32_in_float64() -> None:
 
 
 def test_batched_two_by_two_below_its_round_off_hands_everything_on(monkeypatch) -> None:
-    cov, weights = _problems(15, 6, 4, 2)
+    cov, weights = fixed_point_problems(15, 6, 4, 2)
     monkeypatch.setattr(two, "_root", None)  # any work at all would fail
     result = two.solve_two_by_two(cov, weights, max_iter=10, tol=0.0)
     assert not bool(result.accepted.any()) and result.iterations == 0
 
 
 def test_batched_two_by_two_drops_converged_problems(monkeypatch) -> None:
-    cov, weights = _problems(16, 6, 4, 2)
+    cov, weights = fixed_point_problems(16, 6, 4, 2)
     cov[2] = torch.diag_embed(torch.rand(4, 2, dtype=F64) + 0.5)  # commuting: the start is exact
     rows: list[int] = []
 
@@ -426,7 +422,7 @@ def test_batched_two_by_two_drops_converged_problems(monkeypatch) -> None:
 def test_two_by_two_mccann_agrees_with_the_batched_geodesic(
     seed: int, batch: int, log_condition: float
 ) -> None:
-    cov, weights = _problems(seed, batch, 2, 2, 10**log_condition)
+    cov, weights = fixed_point_problems(seed, batch, 2, 2, 10**log_condition)
     small = two.mccann_two_by_two(cov, weights)
     batched = gw._mccann(cov, weights, needs_grad=True)  # the autograd path: tensors
     # both are backward stable: they differ by about ε κ, and both are fixed points
@@ -451,7 +447,7 @@ def test_two_by_two_mccann_is_exact_for_commuting_covariances() -> None:
 @pytest.mark.parametrize("dtype", [F32, F64])
 @pytest.mark.parametrize("repeats", [1, two.MAX_PROBLEMS])  # floats, tensors
 def test_two_by_two_mccann_returns_a_lone_expert_exactly(repeats: int, dtype) -> None:
-    cov, _ = _problems(13, 2 * repeats, 2, 2)
+    cov, _ = fixed_point_problems(13, 2 * repeats, 2, 2)
     cov = cov.to(dtype)
     weights = torch.tensor([[0.0, 1.0], [1.0, 0.0]], dtype=dtype).repeat(repeats, 1)
     result = two.mccann_two_by_two(cov, weights)
@@ -472,7 +468,7 @@ def test_two_by_two_mccann_of_singular_experts_with_orthogonal_ranges(batch: int
 
 
 def test_two_by_two_mccann_on_tensors_agrees_with_python_floats() -> None:
-    cov, weights = _problems(16, 3 * two.MAX_PROBLEMS, 2, 2, 1e4)
+    cov, weights = fixed_point_problems(16, 3 * two.MAX_PROBLEMS, 2, 2, 1e4)
     batched = two.mccann_two_by_two(cov, weights)
     one_by_one = torch.cat(
         [two.mccann_two_by_two(c[None], w[None]) for c, w in zip(cov, weights, strict=True)]
@@ -485,7 +481,7 @@ def test_two_by_two_mccann_on_tensors_agrees_with_python_floats() -> None:
 
 
 def test_two_by_two_mccann_serves_every_batch_outside_autograd(monkeypatch) -> None:
-    cov, weights = _problems(14, 1, 2, 2)
+    cov, weights = fixed_point_problems(14, 1, 2, 2)
     calls: list[int] = []
     mccann = two.mccann_two_by_two
 
@@ -501,7 +497,7 @@ def test_two_by_two_mccann_serves_every_batch_outside_autograd(monkeypatch) -> N
     # through autograd, the polar geodesic
     wasserstein_barycenter_full(loc, cov.clone().requires_grad_(), weights)
     assert calls == [1]
-    big, big_weights = _problems(15, two.MAX_PROBLEMS + 1, 2, 2)
+    big, big_weights = fixed_point_problems(15, two.MAX_PROBLEMS + 1, 2, 2)
     _, bary = wasserstein_barycenter_full(torch.zeros(big.shape[:-1], dtype=F64), big, big_weights)
     assert calls == [1, two.MAX_PROBLEMS + 1]
     assert float(wasserstein_residual(bary, big, big_weights).max()) <= 1e-13
