@@ -113,6 +113,7 @@ import torch
 from barycentric._host import run_on_host, solve_on_host
 from barycentric._threads import solver_threads
 from barycentric._validation import check_int, promote_floating
+from barycentric.functional._adjoint import ClosedFormAdjoint, solve_adjoint
 from barycentric.functional._anderson import Anderson
 from barycentric.functional._experts import (
     prepare_experts,
@@ -377,6 +378,45 @@ def _implicit_vjp(
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """``(∂F/∂covs)ᵀ u, (∂F/∂weights)ᵀ u`` with ``u = grad + (∂F/∂S)ᵀ u`` at ``S = solution``.
 
+    Called with grad mode on (the backward of a ``create_graph=True`` call), it records the
+    iteration through autograd (:func:`_recorded_vjp`); otherwise the adjoint is taken in
+    closed form (``functional._adjoint``) for the problems that certifies, and through
+    autograd for the others.
+    """
+    if torch.is_grad_enabled():
+        return _recorded_vjp(solution, covs, weights, grad, needs, max_iter, tol)
+    closed, certified = ClosedFormAdjoint.where_certified(solution, covs, weights, tol)
+    pairs = zip((covs, weights), needs, strict=True)
+    grads = [torch.zeros_like(t) if need else None for t, need in pairs]
+    if closed is not None:
+        easy = torch.nonzero(certified).squeeze(-1)
+        adjoint = solve_adjoint(closed.pull, grad[easy].to(torch.float64), max_iter, tol, True)
+        for index, found in enumerate(closed.inputs(adjoint)):
+            if grads[index] is not None:
+                grads[index] = grads[index].index_copy(0, easy, found.to(covs.dtype))
+    hard = torch.nonzero(~certified).squeeze(-1)
+    if hard.numel() == 0:
+        return grads[0], grads[1]
+    found = _recorded_vjp(
+        solution[hard], covs[hard], weights[hard], grad[hard], needs, max_iter, tol
+    )
+    return tuple(
+        None if part is None else part.index_copy(0, hard, rows)
+        for part, rows in zip(grads, found, strict=True)
+    )
+
+
+def _recorded_vjp(
+    solution: torch.Tensor,
+    covs: torch.Tensor,
+    weights: torch.Tensor,
+    grad: torch.Tensor,
+    needs: tuple[bool, bool],
+    max_iter: int,
+    tol: float,
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """:func:`_implicit_vjp` through autograd's derivative of the map's polar form.
+
     Called with grad mode on (the backward of a ``create_graph=True`` call), it builds a
     graph: ``solution`` is then the output of :class:`_ImplicitFixedPoint`, whose own
     (implicit) derivative carries the dependence of the fixed point on the inputs, and
@@ -393,20 +433,14 @@ def _implicit_vjp(
             c = covs.detach().requires_grad_(needs[0])
             w = weights.detach().requires_grad_(needs[1])
         image = _fixed_point_map(s, sqrtm_psd(c), w)
-        adjoint = grad = symmetrise(grad)
-        scale = torch.linalg.matrix_norm(grad).detach().clamp_min(torch.finfo(grad.dtype).tiny)
-        # a recorded iteration stays the plain linear one, whose derivative is the adjoint's
-        accelerate = None if create_graph else Anderson()
-        for _ in range(max_iter):
+
+        def pull(adjoint: torch.Tensor) -> torch.Tensor:
             (pulled,) = torch.autograd.grad(
                 image, s, adjoint, retain_graph=True, create_graph=create_graph
             )
-            new = grad + symmetrise(pulled)
-            change = torch.linalg.matrix_norm((new - adjoint).detach()) / scale
-            if bool((change <= tol).all()):
-                adjoint = new
-                break
-            adjoint = new if accelerate is None else accelerate(adjoint, new)
+            return symmetrise(pulled)
+
+        adjoint = solve_adjoint(pull, grad, max_iter, tol, accelerate=not create_graph)
         inputs = [t for t, need in zip((c, w), needs, strict=True) if need]
         grads = iter(
             torch.autograd.grad(image, inputs, adjoint, create_graph=create_graph) if inputs else ()

@@ -1,0 +1,155 @@
+"""The fixed-point map's adjoint in closed form (``functional._adjoint``).
+
+Its products against autograd's derivative of the map (an independent oracle: the polar
+form, differentiated through its SVDs), at and away from the fixed point; which problems it
+certifies; that the implicit backward takes it where it certifies and autograd elsewhere,
+with the same derivatives; float32; and its decompositions' routing on an accelerator.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from helpers import fixed_point_problems
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from strategies import random_spd
+
+import barycentric._host as _host
+import barycentric.functional._adjoint as adjoint_module
+import barycentric.functional.gaussian_wasserstein as gw
+from barycentric.functional import wasserstein_barycenter_full
+from barycentric.functional._adjoint import ClosedFormAdjoint
+from barycentric.linalg import sqrtm_psd, symmetrise
+
+F32, F64 = torch.float32, torch.float64
+
+
+def _autograd_products(solution, cov, weights, u):
+    """``(Jᵀu, (∂F/∂Σ)ᵀu, (∂F/∂w)ᵀu)`` by autograd through the map's polar form."""
+    s, c, w = (t.clone().requires_grad_() for t in (solution, cov, weights))
+    image = gw._fixed_point_map(s, sqrtm_psd(c), w)
+    return torch.autograd.grad(image, (s, c, w), u)
+
+
+def _relative(found: torch.Tensor, expected: torch.Tensor, floor: float = 0.0) -> float:
+    """The error relative to ``expected``'s norm, or to ``floor`` where that is larger (Jᵀu
+    vanishes where the covariances commute)."""
+    scale = max(float(torch.linalg.vector_norm(expected)), floor)
+    return float(torch.linalg.vector_norm(found - expected)) / scale
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    m=st.integers(2, 5),  # one expert, or d = 1: F does not depend on S, and Jᵀu = 0
+    d=st.integers(2, 7),
+    log_condition=st.floats(0.0, 2.5),
+    offset=st.sampled_from([0.0, 1e-2]),
+)
+def test_agrees_with_autograd_at_and_away_from_the_fixed_point(
+    seed: int, m: int, d: int, log_condition: float, offset: float
+) -> None:
+    cov, weights = fixed_point_problems(seed, 3, m, d, 10**log_condition)
+    generator = torch.Generator().manual_seed(seed)
+    solution, _ = gw._solve(cov, weights, 200, 1e-13, False)
+    # a point off the fixed point, where the map's own derivative is all there is
+    solution = solution + offset * random_spd(generator, d, (3,), 1e1)
+    u = symmetrise(torch.randn(3, d, d, dtype=F64, generator=generator))
+    closed, certified = ClosedFormAdjoint.where_certified(solution, cov, weights, tol=1e-10)
+    assert closed is not None and bool(certified.all())
+    pulled, grad_cov, grad_weights = _autograd_products(solution, cov, weights, u)
+    size = float(torch.linalg.vector_norm(u))
+    assert _relative(closed.pull(u), symmetrise(pulled), size) < 1e-12
+    found_cov, found_weights = closed.inputs(u)
+    assert _relative(found_cov, symmetrise(grad_cov), size) < 1e-12
+    assert _relative(found_weights, grad_weights, size) < 1e-12
+
+
+def test_at_the_fixed_point_the_mean_map_is_the_identity() -> None:
+    # T̄(S*) = I: the first term of Jᵀu is u itself
+    cov, weights = fixed_point_problems(1, 4, 3, 5)
+    solution, _ = gw._solve(cov, weights, 200, 1e-14, False)
+    closed, _ = ClosedFormAdjoint.where_certified(solution, cov, weights, tol=1e-10)
+    eye = torch.eye(5, dtype=F64).expand(4, 5, 5)
+    torch.testing.assert_close(closed.map, eye, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "case", ["ill-conditioned", "singular expert", "expert not finite", "solution not finite"]
+)
+def test_certifies_only_what_its_round_off_allows(case: str) -> None:
+    cov, weights = fixed_point_problems(2, 3, 3, 4)
+    solution, _ = gw._solve(cov, weights, 200, 1e-13, False)
+    if case == "ill-conditioned":  # κ(H) ≈ 1e5 > tol / (16 ε) ≈ 2800 at tol = 1e-11
+        cov[1], tol = fixed_point_problems(3, 1, 3, 4, 1e10)[0][0], 1e-11
+    elif case == "singular expert":  # no Cholesky factor
+        cov[1, 2], tol = torch.diag(torch.tensor([1.0, 1.0, 1.0, 0.0], dtype=F64)), 1e-10
+    elif case == "expert not finite":  # no factor: the solver's stand-in must not be used
+        cov[1, 0, 1, 1], tol = torch.nan, 1e-10
+    else:
+        solution[1, 0, 0], tol = torch.nan, 1e-10
+    closed, certified = ClosedFormAdjoint.where_certified(solution, cov, weights, tol)
+    assert certified.tolist() == [True, False, True]
+    assert closed is not None and closed.roots.shape[0] == 2
+
+
+def test_the_backward_takes_it_where_it_certifies_and_autograd_elsewhere(monkeypatch) -> None:
+    easy, easy_weights = fixed_point_problems(4, 3, 3, 4)
+    # κ(H) ≈ 1e3 > tol / (16 ε) ≈ 280 at tol = 1e-12
+    hard, hard_weights = fixed_point_problems(5, 1, 3, 4, 1e6)
+    cov = torch.cat([easy[:1], hard, easy[1:]])
+    weights = torch.cat([easy_weights[:1], hard_weights, easy_weights[1:]])
+    loc = torch.zeros(4, 3, 4, dtype=F64)
+    probe = torch.randn(4, 4, 4, dtype=F64, generator=torch.Generator().manual_seed(6))
+    recorded: list[int] = []
+    record = gw._recorded_vjp
+
+    def counting(solution, *args):
+        recorded.append(solution.shape[0])
+        return record(solution, *args)
+
+    def gradients(backward: str):
+        c, w = cov.clone().requires_grad_(), weights.clone().requires_grad_()
+        _, bary = wasserstein_barycenter_full(loc, c, w, tol=1e-12, max_iter=500, backward=backward)
+        return torch.autograd.grad((bary * probe).sum(), (c, w))
+
+    monkeypatch.setattr(gw, "_recorded_vjp", counting)
+    implicit = gradients("implicit")
+    assert recorded == [1]  # the hard problem alone
+    for found, expected in zip(implicit, gradients("unroll"), strict=True):
+        torch.testing.assert_close(found, expected, rtol=1e-6, atol=1e-8)
+
+
+def test_float32_gradients_are_computed_in_float64_and_returned_in_float32() -> None:
+    cov, weights = fixed_point_problems(7, 2, 4, 5)
+    loc = torch.zeros(2, 4, 5, dtype=F64)
+    probe = torch.randn(2, 5, 5, dtype=F64, generator=torch.Generator().manual_seed(8))
+    found = {}
+    for dtype in (F32, F64):
+        c = cov.to(dtype).requires_grad_()
+        _, bary = wasserstein_barycenter_full(loc.to(dtype), c, weights.to(dtype))
+        (found[dtype],) = torch.autograd.grad((bary * probe.to(dtype)).sum(), c)
+    assert found[F32].dtype == F32
+    # the float32 solution differs from the float64 one by float32's tolerance, 1e-5
+    assert _relative(found[F32].double(), found[F64]) < 1e-4
+
+
+def test_mid_sized_decompositions_run_on_the_host_of_an_accelerator(monkeypatch) -> None:
+    monkeypatch.setattr(_host, "_ACCELERATORS", frozenset({"cpu"}))
+    routed: list[tuple[int, ...]] = []
+
+    def counting(function, device, *args):
+        routed.append(tuple(args[0].shape))
+        return _host.run_on_host(function, device, *args)
+
+    monkeypatch.setattr(adjoint_module, "run_on_host", counting)
+    for d in (8, 40):
+        cov, weights = fixed_point_problems(9, 2, 3, d)
+        solution, _ = gw._solve(cov, weights, 200, 1e-12, False)
+        u = symmetrise(torch.randn(2, d, d, dtype=F64, generator=torch.Generator()))
+        closed, certified = ClosedFormAdjoint.where_certified(solution, cov, weights, 1e-10)
+        assert bool(certified.all())
+        pulled = _autograd_products(solution, cov, weights, u)[0]
+        assert _relative(closed.pull(u), symmetrise(pulled)) < 1e-12
+    assert routed == [(2, 3, 40, 40)]
