@@ -91,7 +91,11 @@ Gradients of the fixed point are implicit: with :math:`F` the map above and
 (\\partial_\\Sigma F)^\\top u` is solved by the same kind of iteration, with the same
 Anderson mixing (about half the steps of the plain iteration), and
 :math:`\\bar\\theta = (\\partial_\\theta F)^\\top u`, so memory does not grow with the number of
-iterations; on the CPU a large batch's adjoint is solved in pieces of about 1 MiB of
+iterations. The products with :math:`(\\partial_\\Sigma F)^\\top` and
+:math:`(\\partial_\\theta F)^\\top` are taken in closed form, from one Lyapunov equation per
+expert that is diagonal in a basis computed once (``functional._adjoint``), for every problem
+whose roots the forward's condition rule certifies, and by autograd through the map's polar
+form for the others; on the CPU a large batch's adjoint is solved in pieces of about 1 MiB of
 covariances, which fit a core's cache (``functional._pieces``). This backward is itself
 differentiable: under ``create_graph=True`` it records the plain adjoint iteration, and the
 fixed point it starts from carries its own implicit derivative, so Hessian-vector products
@@ -139,9 +143,9 @@ __all__ = [
 
 _TOLERANCE = {torch.float64: 1e-12, torch.float32: 1e-5}
 #: Bytes of experts' covariances whose adjoint is solved at once on the CPU (``_pieces``):
-#: autograd keeps several stacks of that size per step, so pieces are smaller than the
-#: forward's (1,024 × (M = 5, d = 16): backward 1.39 → 0.84 s; 64 × (5, 64) 1.46 → 0.94 s;
-#: neutral at d = 4 and in float32 at d = 16).
+#: each step makes several passes over stacks of that size (with the closed-form adjoint,
+#: 1,024 × (M = 5, d = 16): backward 418–428 ms in pieces, 707–758 ms at once; 64 × (5, 64)
+#: 444–462 against 581–673 ms; neutral at d = 4; 2 MiB pieces within noise of these).
 _ADJOINT_PIECE_BYTES = 2**20
 
 
