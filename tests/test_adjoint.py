@@ -94,6 +94,14 @@ def test_certifies_only_what_its_round_off_allows(case: str) -> None:
     assert closed is not None and closed.roots.shape[0] == 2
 
 
+def test_a_tolerance_below_its_round_off_decomposes_nothing(monkeypatch) -> None:
+    cov, weights = fixed_point_problems(10, 2, 3, 4)
+    solution, _ = gw._solve(cov, weights, 200, 1e-12, False)
+    monkeypatch.setattr(adjoint_module, "cholesky_flagged", None)  # any work at all would fail
+    closed, certified = ClosedFormAdjoint.where_certified(solution, cov, weights, tol=0.0)
+    assert closed is None and certified.tolist() == [False, False]
+
+
 def test_the_backward_takes_it_where_it_certifies_and_autograd_elsewhere(monkeypatch) -> None:
     easy, easy_weights = fixed_point_problems(4, 3, 3, 4)
     # κ(H) ≈ 1e3 > tol / (16 ε) ≈ 280 at tol = 1e-12

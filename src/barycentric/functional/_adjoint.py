@@ -118,6 +118,9 @@ class ClosedFormAdjoint:
         :math:`16 \\varepsilon \\kappa(H_m) \\le` ``tol``; ``None`` if none), and which
         those are (bool, shape ``(B,)``)."""
         batch, experts, dim = covs.shape[:3]
+        largest_condition = condition_limit(tol)
+        if largest_condition < 1:  # no condition number qualifies (tol = 0: every step)
+            return None, torch.zeros(batch, dtype=torch.bool, device=covs.device)
         solution, covs = solution.to(torch.float64), covs.to(torch.float64)
         factor, accepted = cholesky_flagged(solution)
         expert_factors, expert_ok = cholesky_flagged(covs.reshape(batch * experts, dim, dim))
@@ -133,7 +136,7 @@ class ClosedFormAdjoint:
         accepted = (
             accepted
             & expert_ok.view(batch, experts).all(-1)
-            & (condition <= condition_limit(tol)).all(-1)
+            & (condition <= largest_condition).all(-1)
         )
         if not bool(accepted.any()):
             return None, accepted
