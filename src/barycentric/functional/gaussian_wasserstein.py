@@ -390,23 +390,26 @@ def _implicit_vjp(
     if torch.is_grad_enabled():
         return _recorded_vjp(solution, covs, weights, grad, needs, max_iter, tol)
     closed, certified = ClosedFormAdjoint.where_certified(solution, covs, weights, tol)
-    pairs = zip((covs, weights), needs, strict=True)
-    grads = [torch.zeros_like(t) if need else None for t, need in pairs]
-    if closed is not None:
-        easy = torch.nonzero(certified).squeeze(-1)
-        adjoint = solve_adjoint(closed.pull, grad[easy].to(torch.float64), max_iter, tol, True)
-        for index, found in enumerate(closed.inputs(adjoint)):
-            if grads[index] is not None:
-                grads[index] = grads[index].index_copy(0, easy, found.to(covs.dtype))
+    if closed is None:
+        return _recorded_vjp(solution, covs, weights, grad, needs, max_iter, tol)
+    easy = torch.nonzero(certified).squeeze(-1)
+    adjoint = solve_adjoint(closed.pull, grad[easy].to(torch.float64), max_iter, tol, True)
+    found = [
+        part.to(covs.dtype) if need else None
+        for part, need in zip(closed.inputs(adjoint), needs, strict=True)
+    ]
+    if easy.numel() == covs.shape[0]:
+        return found[0], found[1]
     hard = torch.nonzero(~certified).squeeze(-1)
-    if hard.numel() == 0:
-        return grads[0], grads[1]
-    found = _recorded_vjp(
+    rest = _recorded_vjp(
         solution[hard], covs[hard], weights[hard], grad[hard], needs, max_iter, tol
     )
+    # every row is either easy or hard: each is written once
     return tuple(
-        None if part is None else part.index_copy(0, hard, rows)
-        for part, rows in zip(grads, found, strict=True)
+        None
+        if part is None
+        else torch.empty_like(like).index_copy_(0, easy, part).index_copy_(0, hard, other)
+        for like, part, other in zip((covs, weights), found, rest, strict=True)
     )
 
 
