@@ -201,6 +201,20 @@ def test_a_problem_that_cannot_be_solved_stays_in_its_row(seed, size, broken, dt
     torch.testing.assert_close(bary[others], alone, rtol=0, atol=0)
 
 
+@pytest.mark.usefixtures("validation_disabled")
+def test_a_lone_expert_that_is_not_finite_is_reported_as_unsolved() -> None:
+    # a weight of exactly 1 returns that expert as it is, unless it is not finite: then its
+    # row is NaN with residual inf (it used to say converged, with residual 0)
+    loc, cov, weights = _problem(2, 3, 3, 1e2, batch=(2,))
+    weights = torch.tensor([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0]], dtype=F64)
+    cov[1, 0, 0, 0] = torch.nan
+    with pytest.warns(RuntimeWarning, match="did not converge for 1 of 2 problems"):
+        _, bary, info = wasserstein_barycenter_full(loc, cov, weights, return_info=True)
+    assert info.converged.tolist() == [True, False]
+    assert info.residual[0] == 0 and info.residual[1] == torch.inf
+    assert torch.equal(bary[0], cov[0, 0]) and bool(bary[1].isnan().all())
+
+
 def test_a_hard_problem_does_not_make_the_others_iterate(monkeypatch) -> None:
     loc, cov, weights = _problem(1, 3, 4, 1e2, batch=(8,))
     hard_loc, hard_cov, hard_weights = _problem(2, 3, 4, 1e12)

@@ -163,12 +163,18 @@ class ClosedFormAdjoint:
         correction = _right_solve(self.factor, self._mean(inner))
         return symmetrise(self.map @ u @ self.map - correction)
 
-    def inputs(self, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def inputs(
+        self, u: torch.Tensor, needs: tuple[bool, bool] = (True, True)
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """:math:`(\\partial F / \\partial \\Sigma_m)^\\top u`, shape ``(B, M, d, d)``
-        (symmetric), and :math:`(\\partial F / \\partial w_m)^\\top u`, shape ``(B, M)``."""
+        (symmetric), and :math:`(\\partial F / \\partial w_m)^\\top u`, shape ``(B, M)``; each
+        ``None`` where ``needs`` says it is not wanted."""
         rotated = self._rotated(u)
-        lyapunov = self.rows.mT @ (rotated * self.kernel) @ self.rows
-        factor = self.factor.unsqueeze(1)
-        grad_covs = self.weights[..., None, None] * symmetrise(factor @ lyapunov @ factor.mT)
-        grad_weights = (torch.diagonal(rotated, dim1=-2, dim2=-1) * self.roots).sum(-1)
+        grad_covs = grad_weights = None
+        if needs[0]:
+            lyapunov = self.rows.mT @ (rotated * self.kernel) @ self.rows
+            factor = self.factor.unsqueeze(1)
+            grad_covs = self.weights[..., None, None] * symmetrise(factor @ lyapunov @ factor.mT)
+        if needs[1]:
+            grad_weights = (torch.diagonal(rotated, dim1=-2, dim2=-1) * self.roots).sum(-1)
         return grad_covs, grad_weights

@@ -21,10 +21,11 @@ finite is left to the robust solver.
 
 An eigendecomposition costs about :math:`d^3` where a Newton step of the warm solver costs
 a matrix product plus fixed costs, so this path serves problems with
-:math:`M d^3 \\le` :data:`MAX_WORK` (one thread, float64, tol 1e-10, against the warm solver
-in one process: 1 × (M = 5, d = 16) 3.8 → 1.9 ms, 1 × (10, 24) 4.5 → 4.0 ms, 1 × (5, 32)
-6.5 → 4.4 ms; at the limit, 1 × (8, 32), the two are even, 6.2 and 6.3 ms, and at
-1 × (10, 32) the warm solver is faster, 6.8 against 7.6 ms).
+:math:`M d^3 \\le` :data:`MAX_WORK`. Measured against the warm solver in one process (one
+thread on the project's 2-core machine, float64, tol 1e-10): 1 × (M = 5, d = 16)
+3.8 → 1.9 ms, 1 × (10, 24) 4.5 → 4.0 ms, 1 × (5, 32) 6.5 → 4.4 ms; at the limit,
+1 × (8, 32), the two are even, 6.2 and 6.3 ms, and at 1 × (10, 32) the warm solver was
+faster, 6.8 against 7.6 ms. Where the two cross depends on the machine.
 """
 
 from __future__ import annotations

@@ -159,7 +159,8 @@ class FixedPointInfo(NamedTuple):
     residual : Tensor, shape (...)
         Fixed-point residual :math:`\\|\\sum_m \\lambda_m (\\Sigma^{1/2} \\Sigma_m
         \\Sigma^{1/2})^{1/2} - \\Sigma\\|_F / \\|\\Sigma\\|_F` of the returned covariance of
-        each problem in the batch; ``inf`` for a problem whose step was not finite.
+        each problem in the batch; ``inf`` for a problem whose inputs or step were not
+        finite.
     converged : Tensor, shape (...), bool
         ``residual <= tol`` for each problem.
     """
@@ -395,8 +396,7 @@ def _implicit_vjp(
     easy = torch.nonzero(certified).squeeze(-1)
     adjoint = solve_adjoint(closed.pull, grad[easy].to(torch.float64), max_iter, tol, True)
     found = [
-        part.to(covs.dtype) if need else None
-        for part, need in zip(closed.inputs(adjoint), needs, strict=True)
+        None if part is None else part.to(covs.dtype) for part in closed.inputs(adjoint, needs)
     ]
     if easy.numel() == covs.shape[0]:
         return found[0], found[1]
