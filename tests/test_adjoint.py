@@ -18,6 +18,7 @@ from strategies import random_spd
 import barycentric._host as _host
 import barycentric.functional._adjoint as adjoint_module
 import barycentric.functional.gaussian_wasserstein as gw
+import barycentric.linalg as linalg
 from barycentric.functional import wasserstein_barycenter_full
 from barycentric.functional._adjoint import ClosedFormAdjoint
 from barycentric.linalg import sqrtm_psd, symmetrise
@@ -145,21 +146,26 @@ def test_float32_gradients_are_computed_in_float64_and_returned_in_float32(monke
 
 
 def test_mid_sized_decompositions_run_on_the_host_of_an_accelerator(monkeypatch) -> None:
+    problems = []
+    for d in (8, 40):
+        cov, weights = fixed_point_problems(9, 2, 3, d)
+        problems.append((gw._solve(cov, weights, 200, 1e-12, False)[0], cov, weights))
     monkeypatch.setattr(_host, "_ACCELERATORS", frozenset({"cpu"}))
     routed: list[tuple[int, ...]] = []
 
     def counting(function, device, *args):
-        routed.append(tuple(args[0].shape))
+        routed.append(tuple(args[1].shape))
         return _host.run_on_host(function, device, *args)
 
-    monkeypatch.setattr(adjoint_module, "run_on_host", counting)
-    for d in (8, 40):
-        cov, weights = fixed_point_problems(9, 2, 3, d)
-        solution, _ = gw._solve(cov, weights, 200, 1e-12, False)
+    monkeypatch.setattr(linalg, "run_on_host", counting)
+    for solution, cov, weights in problems:
+        d = cov.shape[-1]
         u = symmetrise(torch.randn(2, d, d, dtype=F64, generator=torch.Generator()))
         closed, certified = ClosedFormAdjoint.where_certified(solution, cov, weights, 1e-10)
         assert bool(certified.all())
+        monkeypatch.setattr(_host, "_ACCELERATORS", frozenset())  # the oracle on the CPU
         pulled = _autograd_products(solution, cov, weights, u)[0]
+        monkeypatch.setattr(_host, "_ACCELERATORS", frozenset({"cpu"}))
         assert _relative(closed.pull(u), symmetrise(pulled)) < 1e-12
     assert routed == [(2, 3, 40, 40)]
 

@@ -34,7 +34,9 @@ the map's factor form and its square roots, about three times the work (the adjo
 (``_warm_fixed_point``), a problem is taken here only where
 :math:`16 \\varepsilon \\kappa(H_m) \\le` ``tol`` for every expert and every factorisation
 succeeds; the others keep autograd's derivative of the polar form. On a CUDA device the
-singular value decompositions of mid-sized matrices run on the host (``barycentric._host``).
+singular value decompositions of mid-sized matrices run on the host, and a matrix LAPACK
+fails on leaves only its own problem uncertified (both ``barycentric.linalg``'s, as for every
+decomposition of the library).
 """
 
 from __future__ import annotations
@@ -43,10 +45,9 @@ from collections.abc import Callable
 
 import torch
 
-from barycentric._host import decompose_on_host, run_on_host
 from barycentric.functional._anderson import Anderson
 from barycentric.functional._warm_fixed_point import cholesky_flagged, condition_limit
-from barycentric.linalg import symmetrise
+from barycentric.linalg import _decompose, symmetrise
 
 __all__ = ["ClosedFormAdjoint", "solve_adjoint"]
 
@@ -75,12 +76,6 @@ def solve_adjoint(
             return new
         adjoint = new if mixing is None else mixing(adjoint, new)
     return adjoint
-
-
-def _singular(matrices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Singular values (descending) and right singular vectors as rows :math:`V^\\top`."""
-    _, values, rows = torch.linalg.svd(matrices)
-    return values, rows
 
 
 def _right_solve(factor: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
@@ -124,14 +119,11 @@ class ClosedFormAdjoint:
         solution, covs = solution.to(torch.float64), covs.to(torch.float64)
         factor, accepted = cholesky_flagged(solution)
         expert_factors, expert_ok = cholesky_flagged(covs.reshape(batch * experts, dim, dim))
-        product = expert_factors.view_as(covs).mT @ factor.unsqueeze(1)
-        try:
-            if decompose_on_host(product):
-                roots, rows = run_on_host(_singular, product.device, product)
-            else:
-                roots, rows = _singular(product)
-        except torch.linalg.LinAlgError:
-            return None, torch.zeros_like(accepted)
+        # NaN factors (and so no certificate) for a matrix that LAPACK fails on, and
+        # mid-sized matrices on a CUDA device decomposed on the host (``linalg._decompose``)
+        _, roots, rows = _decompose(
+            torch.linalg.svd, expert_factors.view_as(covs).mT @ factor.unsqueeze(1)
+        )
         condition = roots[..., 0] / roots[..., -1]
         accepted = (
             accepted

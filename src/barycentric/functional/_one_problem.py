@@ -66,6 +66,9 @@ def _mean_root(
     ``covs (1, M, d, d)`` and ``weights (1, M)``, and the largest condition number of its
     roots; ``None`` where the decomposition fails."""
     experts, dim = covs.shape[1:3]
+    # for one problem broadcasting L is cheaper than ``_warm_fixed_point._congruent``'s
+    # stacked products, which avoid copying it over a large batch (at M = 5, d = 16, 11 µs
+    # against 16, and bitwise the same)
     congruent = factor.mT @ covs @ factor.unsqueeze(1)
     try:
         values, vectors = torch.linalg.eigh(congruent)
