@@ -8,10 +8,14 @@ import numpy as np
 import pytest
 import torch
 from helpers import diagonal, full
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 from torch.distributions import Independent, Laplace, Normal
 
 import barycentric as bc
 from barycentric import functional as F
+from barycentric._validation import all_finite
 
 M, D, B = 3, 2, 4
 NAN = float("nan")
@@ -391,3 +395,35 @@ def test_integer_covariances_get_the_float_tolerance() -> None:
     expected = F.wasserstein_barycenter_full(torch.zeros(3, 2), cov.float())[1]
     assert bary.dtype == torch.float32 and bool(info.converged)
     torch.testing.assert_close(bary, expected)
+
+
+# entries that stress the sum of zeros: signed zeros, subnormals, the largest finite
+# values (whose plain sum overflows), infinities and NaN
+_EDGES = [0.0, -0.0, 5e-324, -5e-324, 1.0, -2.5, 1.7e308, -1.7e308, np.inf, -np.inf, np.nan]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    hnp.arrays(
+        np.float64,
+        hnp.array_shapes(min_dims=1, max_dims=3, max_side=5),
+        elements=st.one_of(st.sampled_from(_EDGES), st.floats(allow_nan=True, allow_infinity=True)),
+    ),
+    st.sampled_from([torch.float64, torch.float32, torch.float16]),
+    st.data(),
+)
+def test_all_finite_agrees_with_isfinite(values, dtype, data) -> None:
+    x = torch.from_numpy(values).to(dtype)  # float32/16 overflow to inf here, as they would
+    dims = data.draw(st.sets(st.integers(0, x.ndim - 1)), label="dims")
+    dim = tuple(sorted(dims)) if dims else None
+    expected = torch.isfinite(x).all() if dim is None else torch.isfinite(x).all(dim)
+    assert torch.equal(all_finite(x, dim), expected)
+
+
+def test_all_finite_sees_one_bad_entry_among_many() -> None:
+    x = torch.full((1280, 16, 16), 1.7e308, dtype=torch.float64)
+    assert bool(all_finite(x))
+    for bad in (np.inf, -np.inf, np.nan):
+        y = _with(x, (700, 3, 9), bad)
+        rows = all_finite(y, (-2, -1))
+        assert not bool(rows[700]) and int(rows.sum()) == 1279

@@ -21,6 +21,7 @@ import ot
 import torch
 
 from barycentric._validation import (
+    all_finite,
     check_finite,
     check_int,
     check_nonnegative,
@@ -319,7 +320,7 @@ def _sinkhorn(
         barycenter, log = ot.bregman.barycenter(
             histograms, cost, reg, weights=lam, method="sinkhorn", log=True, warn=False, **options
         )
-    if validation_enabled() and not bool(torch.isfinite(barycenter).all()):
+    if validation_enabled() and not bool(all_finite(barycenter)):
         raise ValueError(
             f"the Sinkhorn barycenter is not finite: `reg`={reg_value:.3g} is too small for "
             f"the scale of the cost (largest entry {cost.max().item():.3g}), so "

@@ -49,6 +49,7 @@ from __future__ import annotations
 import torch
 
 from barycentric._host import decompose_on_host, run_on_host
+from barycentric._validation import all_finite
 
 __all__ = [
     "eigh_psd",
@@ -125,7 +126,7 @@ def _decompose_here(decomposition, a: torch.Tensor) -> tuple[torch.Tensor, ...]:
             return tuple(decomposition(a))
         except torch.linalg.LinAlgError:
             pass
-    finite = torch.isfinite(a).all(-1).all(-1)
+    finite = all_finite(a, (-2, -1))
     eye = torch.eye(a.shape[-1], dtype=a.dtype, device=a.device)
     clean = torch.where(finite[..., None, None], a, eye)
     try:

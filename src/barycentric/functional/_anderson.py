@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from barycentric._validation import all_finite
+
 __all__ = ["MEMORY", "Anderson"]
 
 #: Differences kept: the last ``MEMORY + 1`` iterates.
@@ -69,13 +71,10 @@ class Anderson:
         d_image, d_residual = self.d_image[:, :filled], self.d_residual[:, :filled]
         gram = d_residual @ d_residual.mT
         # a tiny ridge keeps the normal equations solvable once differences vanish
-        ridge = (
-            1e-10 * torch.diagonal(gram, dim1=-2, dim2=-1).sum(-1) + torch.finfo(gram.dtype).tiny
-        )
-        eye = torch.eye(filled, dtype=gram.dtype, device=gram.device)
-        gamma, _ = torch.linalg.solve_ex(
-            gram + ridge[..., None, None] * eye, d_residual @ residual.unsqueeze(-1)
-        )
+        diagonal = torch.diagonal(gram, dim1=-2, dim2=-1)
+        ridge = diagonal.sum(-1, keepdim=True).mul_(1e-10).add_(torch.finfo(gram.dtype).tiny)
+        diagonal.add_(ridge)
+        gamma, _ = torch.linalg.solve_ex(gram, d_residual @ residual.unsqueeze(-1))
         mixed = torch.baddbmm(flat.unsqueeze(-2), gamma.mT, d_image, alpha=-1).view_as(image)
-        finite = torch.isfinite(mixed.flatten(1)).all(-1)
+        finite = all_finite(mixed.flatten(1), -1)
         return torch.where(finite.reshape(-1, *(1,) * (image.ndim - 1)), mixed, image)

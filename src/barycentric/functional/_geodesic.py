@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import torch
 
+from barycentric._validation import all_finite
 from barycentric.functional._warm_fixed_point import cholesky_flagged, condition_limit
 from barycentric.linalg import eigh_psd, symmetrise
 
@@ -59,6 +60,6 @@ def mccann_cholesky(
     transported = torch.linalg.solve_triangular(factor.mT, root, upper=True)
     g = (1 - t) * factor + t * transported
     solution = symmetrise(g @ g.mT)
-    finite = torch.isfinite(solution).flatten(1).all(-1)
+    finite = all_finite(solution, (-2, -1))
     accepted = accepted & finite & (condition <= condition_limit(tol))
     return solution.to(dtype), accepted

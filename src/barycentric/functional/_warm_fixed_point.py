@@ -49,6 +49,7 @@ from typing import NamedTuple
 
 import torch
 
+from barycentric._validation import all_finite
 from barycentric.functional._anderson import Anderson
 from barycentric.functional._experts import weighted_matrix_sum
 from barycentric.functional._pieces import piece_size
@@ -173,7 +174,7 @@ class Outcomes:
 
 def cholesky_flagged(matrices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Lower Cholesky factors and a bool of success per matrix (non-finite fails)."""
-    finite = torch.isfinite(matrices).flatten(1).all(-1)
+    finite = all_finite(matrices, (-2, -1))
     eye = torch.eye(matrices.shape[-1], dtype=matrices.dtype, device=matrices.device)
     factor, info = torch.linalg.cholesky_ex(torch.where(finite[:, None, None], matrices, eye))
     return factor, finite & (info == 0)

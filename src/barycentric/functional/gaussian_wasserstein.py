@@ -116,7 +116,7 @@ import torch
 
 from barycentric._host import run_on_host, solve_on_host
 from barycentric._threads import solver_threads
-from barycentric._validation import check_int, promote_floating
+from barycentric._validation import all_finite, check_int, promote_floating
 from barycentric.functional._adjoint import ClosedFormAdjoint, solve_adjoint
 from barycentric.functional._anderson import Anderson
 from barycentric.functional._experts import (
@@ -289,7 +289,7 @@ def _solve(
     if differentiable:
         return _solve_robust(covs, weights, max_iter, tol, differentiable)
     # a weight of exactly 1 is the only expert present: the answer is that expert, exactly
-    finite = torch.isfinite(covs).flatten(1).all(-1) & torch.isfinite(weights).all(-1)
+    finite = all_finite(covs, (-3, -2, -1)) & all_finite(weights, -1)
     solution = torch.where(finite[:, None, None], weighted_matrix_sum(weights, covs), torch.nan)
     residual = torch.where(finite, 0.0, torch.inf).to(covs.dtype)
     converged = finite
@@ -343,7 +343,7 @@ def _solve_robust(
     solution = symmetrise(factor @ factor)
     residual = covs.new_full((batch,), torch.inf)
     converged = torch.zeros(batch, dtype=torch.bool, device=covs.device)
-    active = torch.nonzero(torch.isfinite(factor).all(-1).all(-1)).squeeze(-1)
+    active = torch.nonzero(all_finite(factor, (-2, -1))).squeeze(-1)
     factor = factor[active]
     accelerate = None if differentiable else Anderson()
     iterations = 0
@@ -352,7 +352,7 @@ def _solve_robust(
         step_residual, new = _factor_step(factor, cov_roots[active], weights[active])
         step_residual = step_residual.detach()
         done = step_residual <= tol
-        broken = ~done & ~(torch.isfinite(step_residual) & torch.isfinite(new).all(-1).all(-1))
+        broken = ~done & ~(torch.isfinite(step_residual) & all_finite(new, (-2, -1)))
         leaving = done | broken | (iterations == max_iter)
         residual = residual.index_put(
             (active,), torch.where(torch.isfinite(step_residual), step_residual, torch.inf)
