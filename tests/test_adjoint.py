@@ -13,14 +13,14 @@ import torch
 from helpers import fixed_point_problems
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from strategies import random_spd
+from strategies import random_spd, spd_matrices
 
 import barycentric._host as _host
 import barycentric.functional._adjoint as adjoint_module
 import barycentric.functional.gaussian_wasserstein as gw
 import barycentric.linalg as linalg
 from barycentric.functional import wasserstein_barycenter_full
-from barycentric.functional._adjoint import ClosedFormAdjoint
+from barycentric.functional._adjoint import ClosedFormAdjoint, _condition_bound
 from barycentric.linalg import sqrtm_psd, symmetrise
 
 F32, F64 = torch.float32, torch.float64
@@ -65,6 +65,59 @@ def test_agrees_with_autograd_at_and_away_from_the_fixed_point(
     found_cov, found_weights = closed.inputs(u)
     assert _relative(found_cov, symmetrise(grad_cov), size) < 1e-12
     assert _relative(found_weights, grad_weights, size) < 1e-12
+
+
+def test_decomposes_the_square_where_its_round_off_allows_and_a_factor_elsewhere(
+    monkeypatch,
+) -> None:
+    # at tol = 1e-10 the rule admits κ ≤ tol / (16 ε) ≈ 28,000: the first problem's squares
+    # have κ(P) ≈ 4e3 (eigendecomposition of P), the second's κ(P) ≈ 2e7 but κ(H) ≈ 4e3
+    # (singular value decomposition of a factor)
+    easy, easy_weights = fixed_point_problems(13, 1, 3, 5, 1e2)
+    hard, hard_weights = fixed_point_problems(14, 1, 3, 5, 1e4)
+    cov, weights = torch.cat([easy, hard]), torch.cat([easy_weights, hard_weights])
+    solution, _ = gw._solve(cov, weights, 500, 1e-13, False)
+    calls: list[tuple[object, tuple[int, ...]]] = []
+    decompose = adjoint_module._decompose
+
+    def recording(function, matrices):
+        calls.append((function, tuple(matrices.shape)))
+        return decompose(function, matrices)
+
+    monkeypatch.setattr(adjoint_module, "_decompose", recording)
+    closed, certified = ClosedFormAdjoint.where_certified(solution, cov, weights, tol=1e-10)
+    assert certified.tolist() == [True, True]
+    assert calls == [(torch.linalg.eigh, (1, 3, 5, 5)), (torch.linalg.svd, (1, 3, 5, 5))]
+    u = symmetrise(torch.randn(2, 5, 5, dtype=F64, generator=torch.Generator().manual_seed(15)))
+    pulled, grad_cov, grad_weights = _autograd_products(solution, cov, weights, u)
+    found_cov, found_weights = closed.inputs(u)
+    size = float(torch.linalg.vector_norm(u))
+    for found, expected in (
+        (closed.pull(u), symmetrise(pulled)),
+        (found_cov, symmetrise(grad_cov)),
+        (found_weights, grad_weights),
+    ):
+        for row in range(2):
+            assert _relative(found[row], expected[row], size) < 1e-12
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.data(), st.integers(1, 8))
+def test_the_condition_bound_bounds_the_condition_number(data, d: int) -> None:
+    matrices = data.draw(spd_matrices(d, (3,), max_condition=1e8), label="matrices")
+    condition = torch.linalg.cond(matrices)
+    bound = _condition_bound(matrices)
+    # an upper bound (up to the round-off of cond itself), and at most d² times too large
+    assert bool((bound >= condition * (1 - 1e-6)).all())
+    assert bool((bound <= d**2 * condition * (1 + 1e-6)).all())
+
+
+def test_the_condition_bound_of_a_matrix_without_a_cholesky_factor_is_infinite() -> None:
+    diagonals = [[1.0, -1e-3, 2.0], [1.0, 0.0, 2.0], [1.0, 1.0, torch.nan], [1.0, 1.0, 1.0]]
+    bound = _condition_bound(torch.diag_embed(torch.tensor(diagonals, dtype=F64)))
+    assert bound[:2].tolist() == [torch.inf, torch.inf]  # indefinite, singular
+    assert not bool(bound[2] <= 1e300)  # not finite: no limit admits it
+    assert float(bound[3]) == pytest.approx(3**1.5)  # ‖I‖_F ‖I‖_F² for d = 3
 
 
 def test_at_the_fixed_point_the_mean_map_is_the_identity() -> None:
