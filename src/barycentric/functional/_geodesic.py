@@ -25,7 +25,7 @@ import torch
 
 from barycentric._validation import all_finite
 from barycentric.functional._warm_fixed_point import cholesky_flagged, condition_limit
-from barycentric.linalg import eigh_psd, symmetrise
+from barycentric.linalg import _decompose, symmetrise
 
 __all__ = ["mccann_cholesky"]
 
@@ -53,8 +53,10 @@ def mccann_cholesky(
     dtype = first.dtype
     first, second, t = first.double(), second.double(), t.double()
     factor, accepted = cholesky_flagged(first)
-    values, vectors = eigh_psd(factor.mT @ second @ factor)
-    roots = values.sqrt()
+    # the covariances come normalised to unit scale (``gaussian_wasserstein``), so no
+    # rescaling; a round-off eigenvalue at or below 0 gives an infinite or NaN condition
+    values, vectors = _decompose(torch.linalg.eigh, factor.mT @ second @ factor)
+    roots = values.clamp_min(0).sqrt()
     condition = roots[..., -1] / roots[..., 0]
     root = (vectors * roots.unsqueeze(-2)) @ vectors.mT
     transported = torch.linalg.solve_triangular(factor.mT, root, upper=True)
