@@ -31,6 +31,20 @@ def test_a_linear_map_is_solved_after_its_dimension_plus_one_steps() -> None:
     torch.testing.assert_close(point, exact, rtol=1e-10, atol=1e-12)
 
 
+def test_dependent_differences_take_the_least_norm_mixing_not_the_plain_step() -> None:
+    # residuals (1, 0), (2, 0), (3, 0): the two differences of residuals are equal, so the
+    # normal equations are exactly singular. The ridge keeps them solvable: of the γ with
+    # γ₁ + γ₂ = 3 it takes the shortest, (1.5, 1.5), and proposes (3, 2) - 3 · (1, 1)
+    accelerate = Anderson()
+    points = torch.tensor([[[0.0, 0.0]], [[0.0, 1.0]], [[0.0, 2.0]]], dtype=F64)
+    images = torch.tensor([[[1.0, 0.0]], [[2.0, 1.0]], [[3.0, 2.0]]], dtype=F64)
+    for point, image in zip(points[:2], images[:2], strict=True):
+        accelerate(point[None], image[None])
+    proposed = accelerate(points[2][None], images[2][None])
+    expected = torch.tensor([[[0.0, -1.0]]], dtype=F64)
+    torch.testing.assert_close(proposed, expected, rtol=0, atol=1e-8)
+
+
 def test_problems_do_not_mix_and_leaving_problems_are_dropped() -> None:
     a, b = _linear_problems(1, 4, 3)
     followed_a, followed_b = a[2:3], b[2:3]

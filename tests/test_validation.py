@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from helpers import diagonal, full
+from helpers import diagonal, fixed_point_problems, full
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -376,6 +376,34 @@ def test_max_iter_must_be_a_positive_integer(max_iter) -> None:
         F.wasserstein_barycenter_full(torch.zeros(3, 2), cov, max_iter=max_iter)
 
 
+@pytest.mark.parametrize(
+    "tol",
+    [-1e-12, NAN, "1e-5", True, 1j, torch.tensor([1e-5, 1e-6])],
+    ids=["negative", "nan", "str", "bool", "complex", "two-elements"],
+)
+def test_tol_must_be_a_real_number_of_at_least_zero(tol) -> None:
+    cov = torch.eye(2).expand(3, 2, 2)
+    with pytest.raises(ValueError, match="`tol`"):
+        F.wasserstein_barycenter_full(torch.zeros(3, 2), cov, tol=tol)
+
+
+@pytest.mark.parametrize("tol", [np.float32(1e-3), torch.tensor(1e-3), 0, float("inf")])
+def test_tol_takes_any_real_number_of_at_least_zero(tol) -> None:
+    cov, weights = fixed_point_problems(0, 2, 3, 3)
+    loc = torch.zeros(2, 3, 3, dtype=torch.float64)
+    if tol == 0:  # no residual is at most 0: every step runs, and the call says so
+        with pytest.warns(RuntimeWarning, match="did not converge for 2 of 2"):
+            _, _, info = F.wasserstein_barycenter_full(
+                loc, cov, weights, tol=tol, max_iter=4, return_info=True
+            )
+        assert info.iterations == 4
+        return
+    info = F.wasserstein_barycenter_full(loc, cov, weights, tol=tol, return_info=True)[2]
+    assert bool(info.converged.all()) and bool((info.residual <= float(tol)).all())
+    # inf accepts the first step's residual; 1e-3 takes a few steps
+    assert (info.iterations == 1) if tol == float("inf") else (info.iterations > 1)
+
+
 def test_distance_kernels_promote_like_the_barycenters() -> None:
     # W2² between N(0, I) and N(0, 4I) in 2-D is 2 (σ: 1 → 2 in each dimension).
     zeros, ones = torch.zeros(2, dtype=torch.int64), torch.ones(2, dtype=torch.int64)
@@ -409,11 +437,11 @@ _EDGES = [0.0, -0.0, 5e-324, -5e-324, 1.0, -2.5, 1.7e308, -1.7e308, np.inf, -np.
         hnp.array_shapes(min_dims=1, max_dims=3, max_side=5),
         elements=st.one_of(st.sampled_from(_EDGES), st.floats(allow_nan=True, allow_infinity=True)),
     ),
-    st.sampled_from([torch.float64, torch.float32, torch.float16]),
+    st.sampled_from([torch.float64, torch.float32, torch.float16, torch.bfloat16]),
     st.data(),
 )
 def test_all_finite_agrees_with_isfinite(values, dtype, data) -> None:
-    x = torch.from_numpy(values).to(dtype)  # float32/16 overflow to inf here, as they would
+    x = torch.from_numpy(values).to(dtype)  # narrower dtypes overflow to inf here, as they would
     dims = data.draw(st.sets(st.integers(0, x.ndim - 1)), label="dims")
     dim = tuple(sorted(dims)) if dims else None
     expected = torch.isfinite(x).all() if dim is None else torch.isfinite(x).all(dim)

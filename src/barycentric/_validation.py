@@ -11,6 +11,7 @@ Checks of types and shapes cost nothing and always run. Every failed check raise
 from __future__ import annotations
 
 import functools
+import math
 import operator
 from collections.abc import Sequence
 
@@ -23,6 +24,7 @@ __all__ = [
     "check_int",
     "check_nonnegative",
     "check_positive",
+    "check_real",
     "check_same_length",
     "check_spd",
     "check_symmetric",
@@ -50,7 +52,7 @@ def all_finite(x: torch.Tensor, dim: int | tuple[int, ...] | None = None) -> tor
     x : Tensor
         Floating point.
     dim : int or tuple of int, optional
-        The dimensions reduced.
+        The dimensions reduced (as in :func:`torch.sum`, an empty tuple reduces them all).
 
     Returns
     -------
@@ -135,6 +137,25 @@ def check_int(value: object, name: str, *, minimum: int | None = None) -> int:
     if minimum is not None and index < minimum:
         raise ValueError(f"`{name}` must be an integer of at least {minimum}, got {index}")
     return index
+
+
+def check_real(value: object, name: str, *, minimum: float) -> float:
+    """``value`` as a Python ``float``; ``ValueError`` naming ``name`` unless it is a real
+    number of at least ``minimum`` (NaN is not; infinity may be).
+
+    Accepts what :class:`float` accepts from numbers (Python and numpy scalars, one-element
+    real tensors), and refuses booleans and strings.
+    """
+    refused = isinstance(value, bool | str | bytes) or (
+        isinstance(value, torch.Tensor) and (value.dtype == torch.bool or value.is_complex())
+    )
+    try:
+        number = None if refused else float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError, RuntimeError):
+        number = None
+    if number is None or math.isnan(number) or number < minimum:
+        raise ValueError(f"`{name}` must be a real number of at least {minimum}, got {value!r}")
+    return number
 
 
 def promote_floating(*named: tuple[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:

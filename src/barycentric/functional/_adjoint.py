@@ -26,17 +26,19 @@ the problems' matrices, where autograd differentiates through the polar decompos
 the map's factor form and its square roots, about three times the work (the adjoint of
 256 × (M = 5, d = 16), one thread: 214 → 68 ms).
 
-:math:`s_m` and :math:`V_m` come in float64 from one of two decompositions. Where an upper
-bound of :math:`\\kappa(P_m) = \\kappa(H_m)^2` (from the Cholesky factor :math:`R_m` of
-:math:`P_m`: :math:`\\|P_m\\|_F \\|R_m^{-1}\\|_F^2`) shows that the rule below holds for
-the square itself, from the eigendecomposition of :math:`P_m`, whose round-off
-:math:`\\varepsilon \\kappa(H_m)^2` the kernel :math:`1 / (s_i + s_j)` amplifies; elsewhere
-from the singular value decomposition :math:`C_m^\\top L = U_m \\operatorname{diag}(s_m)
-V_m^\\top` of a factor (:math:`\\Sigma_m = C_m C_m^\\top`, Cholesky), whose round-off is the
+:math:`s_m` and :math:`V_m` come in float64 from one of two decompositions, chosen problem
+by problem. Where an upper bound of :math:`\\kappa(P_m) = \\kappa(H_m)^2` (from the
+Cholesky factor :math:`R_m` of :math:`P_m`: :math:`\\|P_m\\|_F \\|R_m^{-1}\\|_F^2`) shows
+that the rule below holds for the squares of every expert, from the eigendecompositions of the
+:math:`P_m`, whose round-off :math:`\\varepsilon \\kappa(H_m)^2` the kernel
+:math:`1 / (s_i + s_j)` amplifies; elsewhere, and where an eigendecomposition does not
+certify after all, from the singular value decompositions
+:math:`C_m^\\top L = U_m \\operatorname{diag}(s_m) V_m^\\top` of factors
+(:math:`\\Sigma_m = C_m C_m^\\top`, Cholesky), whose round-off is the
 :math:`\\varepsilon \\kappa(H_m)` of a factor, at twice the cost (256 × (M = 5, d = 16), tol
-1e-10, one thread: the backward 121–123 → 90–94 ms with eigendecompositions). As in the forward
-(``_warm_fixed_point``), a problem is taken here only where the round-off of its
-decomposition, :math:`16 \\varepsilon \\kappa(H_m)^2` or :math:`16 \\varepsilon
+1e-10, one thread: the backward 121–123 → 90–94 ms with eigendecompositions). As in the
+forward (``_warm_fixed_point``), a problem is taken here only where the round-off of its
+decompositions, :math:`16 \\varepsilon \\kappa(H_m)^2` or :math:`16 \\varepsilon
 \\kappa(H_m)`, is at most ``tol`` for every expert and every factorisation succeeds; the
 others keep autograd's derivative of the polar form. On a CUDA device the decompositions of
 mid-sized matrices run on the host, and a matrix LAPACK fails on leaves only its own problem
@@ -89,11 +91,13 @@ def solve_adjoint(
 def _condition_bound(matrices: torch.Tensor) -> torch.Tensor:
     """An upper bound of the condition number of each symmetric positive definite matrix of
     ``matrices (..., d, d)``: :math:`\\|P\\|_F \\|R^{-1}\\|_F^2 \\ge \\|P\\|_2 \\|P^{-1}\\|_2`
-    for :math:`P = R R^\\top` (``inf`` where the Cholesky factorisation fails, NaN where
-    an entry is not finite)."""
-    flat = matrices.flatten(0, -3)
+    for :math:`P = R R^\\top`, at most :math:`d^{3/2}` times too large, and an upper bound
+    up to its own round-off, about :math:`d \\varepsilon \\kappa`. ``inf`` where the
+    Cholesky factorisation fails; ``inf`` or NaN where an entry is not finite."""
+    dim = matrices.shape[-1]
+    flat = matrices.reshape(-1, dim, dim)
     factor, info = torch.linalg.cholesky_ex(flat)
-    eye = torch.eye(matrices.shape[-1], dtype=matrices.dtype, device=matrices.device)
+    eye = torch.eye(dim, dtype=matrices.dtype, device=matrices.device)
     inverse = torch.linalg.solve_triangular(factor, eye, upper=False)
     bound = torch.linalg.matrix_norm(flat) * torch.linalg.matrix_norm(inverse).square()
     return torch.where(info == 0, bound, torch.inf).view(matrices.shape[:-2])
@@ -141,7 +145,6 @@ class ClosedFormAdjoint:
         factor, accepted = cholesky_flagged(solution)
         congruent = _congruent(factor, covs)
         squares = accepted & (_condition_bound(congruent) <= largest_condition).all(-1)
-        factors = accepted & ~squares
         roots = covs.new_empty(covs.shape[:-1])
         rows = torch.empty_like(covs)
         # the condition number each decomposition's round-off is proportional to
@@ -150,9 +153,11 @@ class ClosedFormAdjoint:
             # NaN factors (and so no certificate) for a matrix that LAPACK fails on, and
             # mid-sized matrices on a CUDA device decomposed on the host (``linalg._decompose``)
             values, vectors = _decompose(torch.linalg.eigh, congruent[squares])
-            roots[squares], rows[squares] = values.sqrt(), vectors.mT
+            roots[squares], rows[squares] = values.clamp_min(0).sqrt(), vectors.mT
             # κ(P) = κ(H)², infinite where round-off left no positive eigenvalue
             condition[squares] = values[..., -1] / values[..., 0].clamp_min(0)
+        # the others, and those the eigendecomposition did not certify after all
+        factors = accepted & ~(condition <= largest_condition).all(-1)
         if bool(factors.any()):
             some = torch.nonzero(factors).squeeze(-1)
             expert_factors, expert_ok = cholesky_flagged(covs[some].flatten(0, 1))

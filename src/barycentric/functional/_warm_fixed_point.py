@@ -98,8 +98,10 @@ def condition_limit(tol: float) -> float:
     """The largest condition number :math:`\\kappa` of a root taken from a square whose
     round-off, about :math:`\\varepsilon \\kappa` in float64, is trusted to ``tol``:
     :math:`16 \\varepsilon \\kappa \\le` ``tol`` (the rule of this solver, of
-    ``functional._two_by_two`` and of ``functional._geodesic``)."""
-    return tol / (SAFETY * torch.finfo(torch.float64).eps)
+    ``functional._two_by_two`` and of ``functional._geodesic``), and finite: an infinite
+    condition number (a singular root) is never trusted, even at ``tol = inf``."""
+    info = torch.finfo(torch.float64)
+    return min(tol / (SAFETY * info.eps), info.max)
 
 
 class WarmSolution(NamedTuple):

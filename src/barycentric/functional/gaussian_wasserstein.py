@@ -116,7 +116,7 @@ import torch
 
 from barycentric._host import run_on_host, solve_on_host
 from barycentric._threads import solver_threads
-from barycentric._validation import all_finite, check_int, promote_floating
+from barycentric._validation import all_finite, check_int, check_real, promote_floating
 from barycentric.functional._adjoint import ClosedFormAdjoint, solve_adjoint
 from barycentric.functional._anderson import Anderson
 from barycentric.functional._experts import (
@@ -580,8 +580,8 @@ def wasserstein_barycenter_full(
     tol : float, optional
         A problem stops (and stops costing steps) when its fixed-point residual
         :math:`\\|\\sum_m \\lambda_m (\\Sigma^{1/2} \\Sigma_m \\Sigma^{1/2})^{1/2} - \\Sigma\\|_F /
-        \\|\\Sigma\\|_F` is at most ``tol``. Default :func:`default_tolerance` of the dtype
-        (1e-12 in float64, 1e-5 in float32).
+        \\|\\Sigma\\|_F` is at most ``tol`` (a number, at least 0). Default
+        :func:`default_tolerance` of the dtype (1e-12 in float64, 1e-5 in float32).
     backward : {"implicit", "unroll"}
         How gradients of the covariance are computed: the implicit function theorem at the
         fixed point (memory independent of the iterations), or autograd through every step.
@@ -624,6 +624,7 @@ def wasserstein_barycenter_full(
     if backward not in ("implicit", "unroll"):
         raise ValueError(f"`backward` must be 'implicit' or 'unroll', got {backward!r}")
     max_iter = check_int(max_iter, "max_iter", minimum=1)
+    tol = None if tol is None else check_real(tol, "tol", minimum=0.0)
     arguments = (loc, cov, weights)
     options = {"max_iter": max_iter, "tol": tol, "backward": backward}
     if solve_on_host(*arguments):
