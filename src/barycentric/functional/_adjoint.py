@@ -26,14 +26,14 @@ the problems' matrices, where autograd differentiates through the polar decompos
 the map's factor form and its square roots, about three times the work (the adjoint of
 256 × (M = 5, d = 16), one thread: 214 → 68 ms).
 
-:math:`s_m` and :math:`V_m` come in float64 from one of two decompositions, chosen problem
-by problem. Where an upper bound of :math:`\\kappa(P_m) = \\kappa(H_m)^2` (from the
+:math:`s_m` and :math:`V_m` come in float64 from one of two decompositions, chosen expert
+by expert. Where an upper bound of :math:`\\kappa(P_m) = \\kappa(H_m)^2` (from the
 Cholesky factor :math:`R_m` of :math:`P_m`: :math:`\\|P_m\\|_F \\|R_m^{-1}\\|_F^2`) shows
-that the rule below holds for the squares of every expert, from the eigendecompositions of the
+that the rule below holds for the square itself, from the eigendecomposition of
 :math:`P_m`, whose round-off :math:`\\varepsilon \\kappa(H_m)^2` the kernel
-:math:`1 / (s_i + s_j)` amplifies; elsewhere, and where an eigendecomposition does not
-certify after all, from the singular value decompositions
-:math:`C_m^\\top L = U_m \\operatorname{diag}(s_m) V_m^\\top` of factors
+:math:`1 / (s_i + s_j)` amplifies; elsewhere, and where the eigendecomposition does not
+certify after all, from the singular value decomposition
+:math:`C_m^\\top L = U_m \\operatorname{diag}(s_m) V_m^\\top` of a factor
 (:math:`\\Sigma_m = C_m C_m^\\top`, Cholesky), whose round-off is the
 :math:`\\varepsilon \\kappa(H_m)` of a factor, at twice the cost (256 × (M = 5, d = 16), tol
 1e-10, one thread: the backward 121–123 → 90–94 ms with eigendecompositions). As in the
@@ -137,14 +137,15 @@ class ClosedFormAdjoint:
         ``weights (B, M)`` that it serves (factorisations succeed and the round-off of the
         decomposition is at most ``tol``, module docstring; ``None`` if none), and which
         those are (bool, shape ``(B,)``)."""
-        batch, experts, dim = covs.shape[:3]
+        batch, experts = covs.shape[:2]
         largest_condition = condition_limit(tol)
         if largest_condition < 1:  # no condition number qualifies (tol = 0: every step)
             return None, torch.zeros(batch, dtype=torch.bool, device=covs.device)
         solution, covs = solution.to(torch.float64), covs.to(torch.float64)
         factor, accepted = cholesky_flagged(solution)
         congruent = _congruent(factor, covs)
-        squares = accepted & (_condition_bound(congruent) <= largest_condition).all(-1)
+        # expert by expert: the squares whose round-off the bound certifies, then factors
+        squares = accepted[:, None] & (_condition_bound(congruent) <= largest_condition)
         roots = covs.new_empty(covs.shape[:-1])
         rows = torch.empty_like(covs)
         # the condition number each decomposition's round-off is proportional to
@@ -157,17 +158,13 @@ class ClosedFormAdjoint:
             # κ(P) = κ(H)², infinite where round-off left no positive eigenvalue
             condition[squares] = values[..., -1] / values[..., 0].clamp_min(0)
         # the others, and those the eigendecomposition did not certify after all
-        factors = accepted & ~(condition <= largest_condition).all(-1)
+        factors = accepted[:, None] & ~(condition <= largest_condition)
         if bool(factors.any()):
-            some = torch.nonzero(factors).squeeze(-1)
-            expert_factors, expert_ok = cholesky_flagged(covs[some].flatten(0, 1))
-            _, values, vectors = _decompose(
-                torch.linalg.svd, expert_factors.view(-1, experts, dim, dim).mT @ factor[some, None]
-            )
-            roots[some], rows[some] = values, vectors
-            condition[some] = torch.where(
-                expert_ok.view(-1, experts), values[..., 0] / values[..., -1], torch.inf
-            )
+            problem = torch.nonzero(factors)[:, 0]
+            expert_factors, expert_ok = cholesky_flagged(covs[factors])
+            _, values, vectors = _decompose(torch.linalg.svd, expert_factors.mT @ factor[problem])
+            roots[factors], rows[factors] = values, vectors
+            condition[factors] = torch.where(expert_ok, values[..., 0] / values[..., -1], torch.inf)
         accepted = accepted & (condition <= largest_condition).all(-1)
         if not bool(accepted.any()):
             return None, accepted
