@@ -21,6 +21,7 @@ import barycentric.functional.gaussian_wasserstein as gw
 import barycentric.linalg as linalg
 from barycentric.functional import wasserstein_barycenter_full
 from barycentric.functional._adjoint import ClosedFormAdjoint, _condition_bound
+from barycentric.functional._warm_fixed_point import condition_limit
 from barycentric.linalg import sqrtm_psd, symmetrise
 
 F32, F64 = torch.float32, torch.float64
@@ -100,11 +101,15 @@ def test_decomposes_the_square_where_its_round_off_allows_and_a_factor_elsewhere
             assert _relative(found[row], expected[row], size) < 1e-12
 
 
-def test_an_eigendecomposition_that_round_off_leaves_singular_goes_to_the_factor(
-    monkeypatch,
+@pytest.mark.parametrize("smallest", ["not positive", "too small"])
+def test_an_eigendecomposition_that_round_off_spoils_goes_to_the_factor(
+    monkeypatch, smallest: str
 ) -> None:
     # round-off can leave the square's smallest eigenvalue at or below zero although its
-    # Cholesky factor exists (seen from κ ≈ 1e16); simulated here on a well-conditioned problem
+    # Cholesky factor exists (seen from κ ≈ 1e16), or its κ(P) above the limit although the
+    # bound was below it; simulated here on a well-conditioned problem. κ(H) = √κ(P) would
+    # still pass in the second case: the rule for a square is on κ(P)
+    limit = condition_limit(1e-10)
     cov, weights = fixed_point_problems(16, 2, 3, 4)
     solution, _ = gw._solve(cov, weights, 200, 1e-13, False)
     u = symmetrise(torch.randn(2, 4, 4, dtype=F64, generator=torch.Generator().manual_seed(17)))
@@ -119,7 +124,8 @@ def test_an_eigendecomposition_that_round_off_leaves_singular_goes_to_the_factor
         if function is torch.linalg.eigh:
             values, vectors = found
             values = values.clone()
-            values[4, 0] = -1e-20  # the smallest eigenvalue of the second problem's second expert
+            # the smallest eigenvalue of the second problem's second expert
+            values[4, 0] = -1e-20 if smallest == "not positive" else values[4, -1] / (2 * limit)
             return values, vectors
         return found
 
