@@ -52,6 +52,7 @@ from collections.abc import Callable
 import torch
 
 from barycentric.functional._anderson import Anderson
+from barycentric.functional._experts import weighted_spectral_sum
 from barycentric.functional._warm_fixed_point import (
     _congruent,
     cholesky_flagged,
@@ -125,7 +126,7 @@ class ClosedFormAdjoint:
         self.factor, self.weights, self.roots, self.rows = factor, weights, roots, rows
         self.kernel = (roots.unsqueeze(-1) + roots.unsqueeze(-2)).reciprocal()
         self.outer_kernel = roots.unsqueeze(-1) * roots.unsqueeze(-2) * self.kernel
-        mean = self._mean(weights[..., None, None] * torch.diag_embed(roots))
+        mean = weighted_spectral_sum(weights, roots, rows)
         self.map = symmetrise(_right_solve(factor, mean))
         self.map_solution = self.map @ solution
 

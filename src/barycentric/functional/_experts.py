@@ -26,6 +26,7 @@ __all__ = [
     "prepare_experts",
     "prepare_weights",
     "weighted_matrix_sum",
+    "weighted_spectral_sum",
     "weighted_sum",
 ]
 
@@ -113,6 +114,21 @@ def weighted_sum(weights: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
 def weighted_matrix_sum(weights: torch.Tensor, matrices: torch.Tensor) -> torch.Tensor:
     """:math:`\\sum_m w_m A_m` for ``weights (..., M)`` and ``matrices (..., M, d, d)``."""
     return torch.einsum("...m,...mij->...ij", weights, matrices)
+
+
+def weighted_spectral_sum(
+    weights: torch.Tensor, values: torch.Tensor, rows: torch.Tensor
+) -> torch.Tensor:
+    """:math:`\\sum_m w_m V_m \\operatorname{diag}(x_m) V_m^\\top` for ``weights (B, M)``,
+    ``values (B, M, d)`` :math:`x_m` and ``rows (B, M, d, d)`` holding :math:`V_m^\\top`.
+
+    With the rows stacked into ``(B, M d, d)``, one product sums over the experts as it
+    multiplies; the result is symmetric up to round-off, shape ``(B, d, d)``.
+    """
+    batch, experts, dim = rows.shape[:3]
+    stacked = rows.reshape(batch, experts * dim, dim)
+    scaled = stacked * (weights[..., None] * values).reshape(batch, experts * dim, 1)
+    return stacked.mT @ scaled
 
 
 def _spread_name(full: bool) -> str:
