@@ -97,7 +97,11 @@ def _run_all(args: argparse.Namespace, jobs: list[tuple[str, int]]) -> dict[tupl
             log.close()
             del running[job]
             if process.returncode != 0:
-                raise SystemExit(f"{job} failed; see {log.name}")
+                for other, *_ in running.values():
+                    other.kill()
+                tail = "".join(Path(log.name).read_text(errors="replace").splitlines(True)[-20:])
+                code = process.returncode
+                raise SystemExit(f"{job} failed (exit {code}); {log.name} ends:\n{tail}")
             wall[job] = time.perf_counter() - start
             print(f"  {job[0]} seed {job[1]}: {wall[job]:.0f} s", flush=True)
     return wall

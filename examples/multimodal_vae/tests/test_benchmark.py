@@ -75,3 +75,16 @@ def test_table_is_mean_and_std_over_seeds(results):
 def test_rejects_zero_jobs(bench):
     with pytest.raises(SystemExit):
         bench.main(["--jobs", "0"])
+
+
+def test_a_failed_run_reports_the_end_of_its_log(bench, tmp_path, monkeypatch):
+    def command(args, *extra):
+        seed = extra[extra.index("--seed") + 1]
+        script = f"print('line', 1); print('disk full in seed {seed}'); raise SystemExit(3)"
+        return [sys.executable, "-c", script if seed == "1" else "pass"]
+
+    monkeypatch.setattr(bench, "_train_command", command)
+    args = bench._parse(["--seeds", "0", "1", "--aggregation", "mwb", "--runs", str(tmp_path)])
+    with pytest.raises(SystemExit, match=r"\('mwb', 1\) failed \(exit 3\)") as failure:
+        bench._run_all(args, [("mwb", 0), ("mwb", 1)])
+    assert str(failure.value).endswith("line 1\ndisk full in seed 1\n")
