@@ -8,7 +8,7 @@ name      model                 joint posterior
 ========  ====================  =======================================================
 ``poe``   MVAE                  product of the experts and the prior N(0, I)
 ``moe``   MMVAE                 uniform mixture of the experts (singleton subsets)
-``mopoe`` MoPoE                 mixture over subsets of reverse-KL barycenters (PoEs)
+``mopoe`` MoPoE                 mixture over subsets of products of experts (PoEs)
 ``wb``    WB-VAE                2-Wasserstein barycenter of the experts
 ``mwb``   MWB-VAE               mixture over subsets of 2-Wasserstein barycenters
 ========  ====================  =======================================================
@@ -28,9 +28,11 @@ from networks import make_decoder, make_encoder
 from torch import Tensor, nn
 from torch.distributions import (
     Bernoulli,
+    Categorical,
     Distribution,
     Independent,
     Laplace,
+    MixtureSameFamily,
     Normal,
     OneHotCategorical,
 )
@@ -88,7 +90,30 @@ def _mixture_of_experts(experts: Independent, mask: Tensor | None) -> Distributi
 
 
 def _mixture_of_products(experts: Independent, mask: Tensor | None) -> Distribution:
-    return bc.mixture_of_barycenters(experts, "all", divergence="reverse_kl", mask=mask)
+    r"""MoPoE as Sutter et al. (2021) build it: a uniform mixture over the non-empty subsets
+    ``s`` of the observed experts of their product :math:`\prod_{m \in s} q_m` (precisions
+    add), the full set's times the prior N(0, I).
+
+    The prior is an extra expert that each subset's mask switches on or off; a subset with
+    no observed expert keeps the prior alone, a finite placeholder of mixing weight 0.
+    (:func:`barycentric.mixture_of_barycenters` with ``divergence="reverse_kl"`` is the
+    normalised product instead, precisions averaged: it does not sharpen as modalities are
+    added.)
+    """
+    loc, scale = experts.base_dist.loc, experts.base_dist.scale  # (..., M, d)
+    batch = loc.shape[:-2]
+    members = bc.functional.subset_masks("all", loc.shape[-2], loc.device)  # (S, M)
+    observed = members if mask is None else members & mask.unsqueeze(-2)
+    observed = observed.expand(*batch, *members.shape)  # (..., S, M)
+    present = observed.any(-1)
+    prior_on = (members.all(-1) & observed.all(-1)) | ~present
+    use = torch.cat([observed, prior_on.unsqueeze(-1)], -1)  # (..., S, M + 1)
+    prior = standard_normal(batch, loc.shape[-1], loc).base_dist
+    loc = torch.cat([loc, prior.loc.unsqueeze(-2)], -2).unsqueeze(-3)
+    scale = torch.cat([scale, prior.scale.unsqueeze(-2)], -2).unsqueeze(-3)
+    candidates = Independent(Normal(loc, scale), 1).expand(use.shape)
+    products = bc.product_of_experts(candidates, mask=use)
+    return MixtureSameFamily(Categorical(probs=present.to(loc.dtype)), products)
 
 
 def _mixture_of_wasserstein(experts: Independent, mask: Tensor | None) -> Distribution:

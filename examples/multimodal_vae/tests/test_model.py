@@ -5,6 +5,8 @@ import torch
 from model import AGGREGATIONS, LIKELIHOOD_SCALE, MultimodalVAE
 from torch.distributions import Independent, Laplace, MixtureSameFamily
 
+from barycentric.functional import subset_masks
+
 LATENT = 4
 BATCH = 6  # points in the `dataset` / `xs` fixtures of conftest.py
 
@@ -47,6 +49,48 @@ def test_product_of_experts_includes_the_prior(dataset, xs):
     experts = model.experts(xs)
     precision = 1 + experts.base_dist.scale.pow(-2).sum(-2)
     torch.testing.assert_close(model.encode(xs).variance, precision.reciprocal())
+
+
+def _products(experts, observed, prior):
+    """Precision-weighted products of the experts in each row of ``observed (B, S, M)``,
+    times N(0, I) where ``prior (B, S)``: their means and variances, ``(B, S, d)``."""
+    precision = experts.base_dist.scale.pow(-2).unsqueeze(-3) * observed.unsqueeze(-1)
+    weighted = (precision * experts.base_dist.loc.unsqueeze(-3)).sum(-2)
+    precision = precision.sum(-2) + prior.unsqueeze(-1)
+    return weighted / precision, precision.reciprocal()
+
+
+def test_mopoe_multiplies_the_experts_of_each_subset_and_the_prior_on_the_full_set(dataset, xs):
+    model = make_model(dataset, "mopoe")
+    experts = model.experts(xs)
+    members = subset_masks("all", 3)
+    observed = members.expand(BATCH, 7, 3)
+    mean, variance = _products(experts, observed, members.all(-1).expand(BATCH, 7).float())
+    posterior = model.encode(xs)
+    torch.testing.assert_close(posterior.component_distribution.mean, mean)
+    torch.testing.assert_close(posterior.component_distribution.variance, variance)
+    torch.testing.assert_close(posterior.mixture_distribution.probs, torch.full((BATCH, 7), 1 / 7))
+
+
+def test_mopoe_with_a_missing_modality_multiplies_the_observed_experts_without_the_prior(
+    dataset, xs
+):
+    model = make_model(dataset, "mopoe")
+    experts = model.experts(xs)
+    mask = torch.tensor([[True, False, True]]).expand(BATCH, 3)
+    observed = subset_masks("all", 3) & mask.unsqueeze(-2)
+    present = observed.any(-1)  # all but the singleton {1}
+    mean, variance = _products(experts, observed, torch.zeros(BATCH, 7))
+    posterior = model.encode(xs, mask)
+    components = posterior.component_distribution
+    torch.testing.assert_close(components.mean[present], mean[present])
+    torch.testing.assert_close(components.variance[present], variance[present])
+    torch.testing.assert_close(
+        posterior.mixture_distribution.probs, present / present.sum(-1, True)
+    )
+    # {1} keeps the prior alone as its placeholder, with weight 0
+    torch.testing.assert_close(components.mean[~present], torch.zeros(BATCH, LATENT))
+    torch.testing.assert_close(components.variance[~present], torch.ones(BATCH, LATENT))
 
 
 def test_wasserstein_barycenter_of_diagonal_experts_averages_loc_and_scale(dataset, xs):
