@@ -16,7 +16,7 @@ from strategies import (
     random_weights,
     weights,
 )
-from torch.distributions import Categorical, MixtureSameFamily
+from torch.distributions import Categorical, Independent, MixtureSameFamily, Normal
 
 import barycentric as bc
 from barycentric.functional import (
@@ -297,3 +297,79 @@ def test_gradcheck_full(kernel, generator) -> None:
     factor = torch.linalg.cholesky(cov)
     inputs = (loc.requires_grad_(), factor.requires_grad_(), w.requires_grad_())
     assert torch.autograd.gradcheck(from_factor, inputs)
+
+
+# --- the dtype's whole range -------------------------------------------------------------
+
+
+def _diag_paths(loc: torch.Tensor, scale: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Every diagonal KL path on ``loc, scale (M, d)`` (the mixtures with expert 1 masked),
+    means and standard deviations stacked."""
+    dist = Independent(Normal(loc, scale), 1)
+    product = bc.product_of_experts(dist).base_dist
+    out = {
+        "reverse": reverse_kl_barycenter_diag(loc, scale, torch.tensor([1.0, 2.0, 3.0])),
+        "forward": forward_kl_moments_diag(loc, scale, torch.tensor([1.0, 2.0, 3.0])),
+        "product": (product.loc, product.scale),
+    }
+    for divergence in ("reverse_kl", "forward_kl"):
+        mask = torch.tensor([True, False, True])
+        mix = bc.mixture_of_barycenters(dist, "all", divergence=divergence, mask=mask)
+        kept = mix.mixture_distribution.probs > 0  # not the placeholder N(0, I) of {1}
+        out[divergence] = tuple(x[kept] for x in _loc_scale(mix))
+    return {name: torch.stack(pair) for name, pair in out.items()}
+
+
+def _loc_scale(mixture: MixtureSameFamily) -> tuple[torch.Tensor, torch.Tensor]:
+    components = mixture.component_distribution.base_dist
+    return components.loc, components.scale
+
+
+@pytest.mark.parametrize("exponent", [-120, -100, -64, 64, 100, 120])
+def test_diag_kl_paths_are_exactly_scale_equivariant_across_float32s_range(exponent) -> None:
+    # σ^-2 and σ² of these standard deviations lie outside float32's range (they overflowed
+    # or underflowed before the paths took them relative to a power of two)
+    loc = torch.tensor([[0.0, 1.0], [3.0, -2.0], [1.0, 0.5]])
+    scale = torch.tensor([[1.0, 0.5], [2.0, 4.0], [0.75, 3.0]])
+    unit, factor = _diag_paths(loc, scale), 2.0**exponent
+    scaled = _diag_paths(loc * factor, scale * factor)
+    for name, expected in unit.items():
+        assert torch.isfinite(scaled[name]).all(), name
+        torch.testing.assert_close(scaled[name] / factor, expected, rtol=2e-7, atol=0, msg=name)
+
+
+def test_reverse_diag_of_tiny_and_huge_standard_deviations_matches_float64() -> None:
+    loc = torch.tensor([[0.0], [1.0]])
+    for scale in (1e-20, 1e-30, 1e20, 1e30):
+        std = torch.tensor([[1.0], [2.0]]) * scale
+        mean, pooled = reverse_kl_barycenter_diag(loc, std)
+        reference = reverse_kl_barycenter_diag(loc.double(), std.double() / scale)
+        torch.testing.assert_close(mean, reference[0].float())
+        torch.testing.assert_close(pooled / scale, reference[1].float())
+
+
+@pytest.mark.parametrize("exponent", [-140, -60, 60, 126])
+def test_weights_scaled_by_a_power_of_two_change_no_digit(exponent, generator) -> None:
+    # the sum of the weights of 2^126 and 3·2^126 overflows float32: normalising first by a
+    # power of two near the largest keeps every kernel exactly scale-invariant in its weights
+    loc, scale = torch.randn(3, 2, generator=generator), torch.rand(3, 2, generator=generator) + 0.5
+    cov = torch.diag_embed(scale.square()) + 0.1
+    weights = torch.tensor([1.0, 3.0, 1.0])
+    dist = Independent(Normal(loc, scale), 1)
+    kernels = {
+        "reverse diag": lambda w: reverse_kl_barycenter_diag(loc, scale, w),
+        "forward diag": lambda w: forward_kl_moments_diag(loc, scale, w),
+        "reverse full": lambda w: reverse_kl_barycenter_full(loc, cov, w),
+        "forward full": lambda w: forward_kl_moments_full(loc, cov, w),
+        "wasserstein diag": lambda w: bc.functional.wasserstein_barycenter_diag(loc, scale, w),
+        "wasserstein full": lambda w: bc.functional.wasserstein_barycenter_full(loc, cov, w),
+        **{
+            f"mixture {d}": lambda w, d=d: _loc_scale(
+                bc.mixture_of_barycenters(dist, "all", divergence=d, weights=w)
+            )
+            for d in ("wasserstein", "reverse_kl", "forward_kl")
+        },
+    }
+    for name, kernel in kernels.items():
+        for expected, got in zip(kernel(weights), kernel(weights * 2.0**exponent), strict=True):
+            assert torch.equal(got, expected), name

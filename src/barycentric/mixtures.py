@@ -23,6 +23,7 @@ from barycentric._families import Family, categorical, gather_experts
 from barycentric._validation import check_int, validation_enabled
 from barycentric.functional._experts import prepare_experts
 from barycentric.functional.subsets import SubsetSpec, subset_masks
+from barycentric.linalg import power_of_two_scale
 
 __all__ = ["mixture_of_barycenters", "stratified_rsample"]
 
@@ -102,11 +103,15 @@ def mixture_of_barycenters(
         gathered.loc, gathered.spread, raw, full=family.full, normalise=False
     )
     members = subset_masks(subsets, gathered.num_experts, loc.device)
+    # exact rescaling (a power of two), so that no subset's sum of weights can overflow
+    raw = raw / power_of_two_scale(raw.amax(-1, keepdim=True))
     subset_weights = raw.unsqueeze(-2) * members
     present = (subset_weights > 0).any(-1)
     if validation_enabled() and not bool(present.any(-1).all()):
         raise ValueError("`mask`/`weights`: a row has no present expert in any subset")
-    safe_weights = torch.where(present.unsqueeze(-1), subset_weights, members.to(raw.dtype))
+    # a subset without a present expert is solved over all the row's present experts (finite
+    # and never reading an absent one), then replaced by the standard normal
+    safe_weights = torch.where(present.unsqueeze(-1), subset_weights, raw.unsqueeze(-2))
     tail = family.spread_dims + 1
     loc_b, spread_b = loc.unsqueeze(-3), spread.unsqueeze(-1 - tail)
     if divergence in family.subset_kernels:
@@ -119,6 +124,9 @@ def mixture_of_barycenters(
             spread_b.expand(*shape, *spread.shape[-family.spread_dims :]),
             safe_weights,
         )
+    bary_loc = torch.where(present.unsqueeze(-1), bary_loc, 0.0)
+    unit = torch.eye(loc.shape[-1], dtype=loc.dtype, device=loc.device) if family.full else 1.0
+    bary_spread = torch.where(present[(..., *(None,) * family.spread_dims)], bary_spread, unit)
     mixing = categorical(present.to(raw.dtype))
     return MixtureSameFamily(mixing, family.pack(bary_loc, bary_spread))
 

@@ -20,6 +20,7 @@ from barycentric._validation import (
     promote_floating,
     validation_enabled,
 )
+from barycentric.linalg import power_of_two_scale
 
 __all__ = [
     "check_gaussian",
@@ -81,6 +82,10 @@ def prepare_weights(
         )
     check_nonnegative(weights, "weights")
     weights = weights.expand(shape)
+    if normalise:
+        # divided first by a power of two near the row's largest weight (exact, so no digit
+        # changes), the sum cannot overflow however large the finite weights are
+        weights = weights / power_of_two_scale(weights.amax(-1, keepdim=True))
     total = weights.sum(-1, keepdim=True)
     if validation_enabled() and bool((total == 0).any()):
         raise ValueError(

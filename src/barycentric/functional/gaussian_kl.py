@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 
 from barycentric.functional._experts import prepare_experts, weighted_matrix_sum, weighted_sum
-from barycentric.linalg import symmetrise
+from barycentric.linalg import power_of_two_scale, symmetrise
 
 __all__ = [
     "forward_kl_moments_diag",
@@ -52,17 +52,34 @@ def precision_pool_diag(
     return pool_precisions_diag(loc, scale, weights)
 
 
+def _weighted_experts(weights: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """Whether each expert of ``values (..., M, d)`` has a positive weight in some row of
+    ``weights`` (broadcastable to ``(..., M)``, or ``(..., S, M)`` against ``values (...,
+    1, M, d)``), shape ``(..., M, 1)``: the experts whose values a rescaling may look at
+    (the others hold placeholders)."""
+    return (weights > 0).to(values.dtype).sum_to_size(values.shape[:-1]).unsqueeze(-1) > 0
+
+
 def pool_precisions_diag(
     loc: torch.Tensor, scale: torch.Tensor, weights: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The arithmetic of :func:`precision_pool_diag` on prepared inputs, without checks.
+    r"""The arithmetic of :func:`precision_pool_diag` on prepared inputs, without checks.
 
     ``weights (..., S, M)`` against ``loc, scale (..., 1, M, d)`` pools ``S`` subsets in
     one contraction (see :func:`~barycentric.functional._experts.weighted_sum`).
+
+    The precisions are taken relative to :math:`u`, a power of two at the smallest
+    standard deviation among the experts with weight, dimension by dimension:
+    :math:`\sigma^{-2} = u^{-2} \sum_m w_m (u / \sigma_m)^2`, each ratio at most 1, so
+    standard deviations near the dtype's range (below about 1e-19 or above 1e19 in
+    float32) neither overflow nor underflow, and scaling every :math:`\sigma_m` by a
+    power of two changes no digit.
     """
-    precision = scale.pow(-2)
+    weighted = _weighted_experts(weights, scale)
+    unit = power_of_two_scale(torch.where(weighted, scale, torch.inf).amin(-2, keepdim=True))
+    precision = torch.where(weighted, unit / scale, 0.0).square()
     total = weighted_sum(weights, precision)
-    return weighted_sum(weights, precision * loc) / total, total.rsqrt()
+    return weighted_sum(weights, precision * loc) / total, unit.squeeze(-2) * total.rsqrt()
 
 
 def precision_pool_full(
@@ -155,8 +172,13 @@ def forward_kl_moments_diag(
     """
     loc, scale, weights = prepare_experts(loc, scale, weights, full=False)
     mean = weighted_sum(weights, loc)
-    variance = weighted_sum(weights, scale.square() + (loc - mean.unsqueeze(-2)).square())
-    return mean, variance.sqrt()
+    centred = loc - mean.unsqueeze(-2)
+    # relative to a power of two at the largest deviation, so that no square overflows
+    weighted = _weighted_experts(weights, scale)
+    largest = torch.where(weighted, torch.maximum(scale, centred.abs()), 0.0)
+    unit = power_of_two_scale(largest.amax(-2, keepdim=True))
+    scale, centred = (torch.where(weighted, x / unit, 0.0) for x in (scale, centred))
+    return mean, unit.squeeze(-2) * weighted_sum(weights, scale.square() + centred.square()).sqrt()
 
 
 def forward_kl_moments_full(
