@@ -423,6 +423,23 @@ def test_wasserstein_distance_zero_for_identical(family, generator) -> None:
     assert bool((squared <= 1e-12 * p.variance.sum(-1)).all())
 
 
+@pytest.mark.parametrize("family", ["diag", "full"])
+def test_wasserstein_distance_has_the_subgradient_0_where_it_is_0(family) -> None:
+    loc = torch.zeros(2, 3, dtype=torch.float64, requires_grad=True)
+    spread = torch.tensor([1.0, 2.0, 0.5], dtype=torch.float64, requires_grad=True)
+    make = diagonal if family == "diag" else lambda m, s: full(m, torch.diag_embed(s))
+    with torch.no_grad():
+        loc[1, 0] = 1.0  # row 0 is q itself, row 1 is q shifted by 1
+    q = make(torch.zeros(3, dtype=torch.float64), spread.detach())
+    distance = bc.wasserstein_distance(make(loc, spread.expand(2, 3)), q)
+    torch.testing.assert_close(distance, torch.tensor([0.0, 1.0], dtype=torch.float64))
+    grad_loc, grad_spread = torch.autograd.grad(distance.sum(), (loc, spread))
+    # row 0 contributes 0; row 1 is the unit vector along the shift, W2 = |shift| there
+    expected = torch.tensor([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0]], dtype=torch.float64)
+    torch.testing.assert_close(grad_loc, expected)
+    torch.testing.assert_close(grad_spread, torch.zeros(3, dtype=torch.float64))
+
+
 def test_wasserstein_distance_broadcasts_batch_shapes(generator) -> None:
     p = random_experts(generator, "full", D, (B, 1))
     q = random_experts(generator, "diag", D, (1, M))

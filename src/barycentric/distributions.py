@@ -330,8 +330,9 @@ def wasserstein_distance(
         broadcastable batch shapes; of different dtypes, they are compared in the
         promoted one (float32 and float64 give float64), as the barycenters do.
     squared : bool
-        Return :math:`W_2^2` instead of :math:`W_2` (whose gradient is infinite at
-        :math:`p = q`).
+        Return :math:`W_2^2` instead of :math:`W_2`. :math:`W_2` is not differentiable
+        where it is 0 (like a norm at the origin): there its gradient is the subgradient
+        0, as :func:`torch.linalg.vector_norm`'s is.
 
     Returns
     -------
@@ -373,4 +374,8 @@ def wasserstein_distance(
         distance = FULL.distance(
             loc_p, family_p.to_full(spread_p), loc_q, family_q.to_full(spread_q)
         )
-    return distance if squared else distance.sqrt()
+    if squared:
+        return distance
+    # the double ``where`` keeps sqrt's infinite derivative at 0 out of the backward pass
+    positive = distance > 0
+    return torch.where(positive, torch.where(positive, distance, 1.0).sqrt(), 0.0)
