@@ -176,3 +176,44 @@ def test_a_batch_whose_sum_overflows_is_decomposed_matrix_by_matrix() -> None:
     a[1, 0, 0] = torch.nan
     values, _ = _decompose(torch.linalg.eigh, a)
     assert torch.isnan(values[1]).all() and torch.equal(values[[0, 2]], expected_values[[0, 2]])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_subnormal_and_near_overflow_matrices_have_finite_roots(dtype: torch.dtype) -> None:
+    info = torch.finfo(dtype)
+    tiny = torch.eye(2, dtype=dtype) * info.tiny * 2.0**-10  # subnormal: 1/scale overflows
+    # the documented floor: eigenvalues below the smallest normal number are raised to it
+    torch.testing.assert_close(sqrtm_psd(tiny), torch.eye(2, dtype=dtype) * info.tiny**0.5)
+    assert torch.isfinite(inv_sqrtm_psd(tiny)).all()
+    # entries near the largest float: A + Aᵀ overflows unless scaled first
+    huge = _with_spectrum([0.25, 0.5, 1.0]).to(dtype) * (info.max / 2)
+    root = sqrtm_psd(huge)
+    assert torch.isfinite(root).all()
+    torch.testing.assert_close(
+        root / (info.max / 2) ** 0.5, sqrtm_psd(_with_spectrum([0.25, 0.5, 1.0]).to(dtype))
+    )
+
+
+@pytest.mark.parametrize(
+    ("a", "message"),
+    [
+        (torch.ones(2, 3), "square matrices"),
+        (torch.ones(3), "square matrices"),
+        (torch.ones(4, 0, 0), "square matrices"),
+        (torch.eye(2, dtype=torch.int64), "float32 or float64"),
+        (torch.eye(2, dtype=torch.float16), "float32 or float64"),
+        (torch.eye(2, dtype=torch.bfloat16), "float32 or float64"),
+    ],
+)
+@pytest.mark.parametrize(
+    "function", [sqrtm_psd, inv_sqrtm_psd, eigh_psd, polar], ids=lambda f: f.__name__
+)
+def test_bad_matrices_raise_a_clear_error(function, a: torch.Tensor, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        function(a)
+
+
+def test_an_empty_batch_of_matrices_gives_empty_results() -> None:
+    a = torch.ones(0, 3, 3)
+    assert sqrtm_psd(a).shape == inv_sqrtm_psd(a).shape == (0, 3, 3)
+    assert [x.shape for x in polar(a)] == [(0, 3, 3)] * 2

@@ -11,7 +11,14 @@ from helpers import diagonal, fixed_point_problems, full
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-from torch.distributions import Independent, Laplace, Normal
+from torch.distributions import (
+    Categorical,
+    Independent,
+    Laplace,
+    MixtureSameFamily,
+    MultivariateNormal,
+    Normal,
+)
 
 import barycentric as bc
 from barycentric import functional as F
@@ -237,6 +244,16 @@ CASES = [
     ("subsets", lambda: bc.mixture_of_barycenters(_diag(), np.float64(2.0))),
     ("loc", lambda: F.wasserstein_barycenter_diag(_zeros(M, D).to(torch.complex128), _ones(M, D))),
     ("cov", lambda: F.reverse_kl_barycenter_full(_zeros(M, D), _eyes(M).to(torch.complex128))),
+    # full covariances in a dtype torch.linalg does not decompose (float16 before: torch's
+    # NotImplementedError "cholesky_cpu" not implemented for 'Half')
+    *(
+        (
+            "cov",
+            lambda kernel=kernel, dtype=dtype: kernel(_zeros(M, D).to(dtype), _eyes(M).to(dtype)),
+        )
+        for kernel in (F.wasserstein_barycenter_full, F.reverse_kl_barycenter_full)
+        for dtype in (torch.float16, torch.bfloat16)
+    ),
     # broadcasting of a sequence of experts
     (
         "experts",
@@ -455,3 +472,22 @@ def test_all_finite_sees_one_bad_entry_among_many() -> None:
         y = _with(x, (700, 3, 9), bad)
         rows = all_finite(y, (-2, -1))
         assert not bool(rows[700]) and int(rows.sum()) == 1279
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("backward", "foo"), ("max_iter", -5), ("max_iter", 2.5), ("tol", -1.0), ("tol", NAN)],
+)
+@pytest.mark.parametrize("family", ["diag", "full"])
+def test_solver_options_are_refused_alike_for_both_families(family, option, value) -> None:
+    # the closed form of diagonal experts ignores the options, but a mistaken one is still
+    # a mistake: before, it was accepted silently there and refused for full covariances
+    experts = _diag() if family == "diag" else _full()
+    with pytest.raises(ValueError, match=f"`{option}`"):
+        bc.wasserstein_barycenter(experts, **{option: value})
+    components = Independent(Normal(_zeros(2, D), _ones(2, D)), 1)
+    if family == "full":
+        components = MultivariateNormal(_zeros(2, D), _eyes(2))
+    mixture = MixtureSameFamily(Categorical(torch.ones(2)), components)
+    with pytest.raises(ValueError, match=f"`{option}`"):
+        bc.gmm_barycenter([mixture, mixture], **{option: value})

@@ -86,10 +86,11 @@ def _wasserstein_diagonal(
 ) -> tuple[torch.Tensor, ...]:
     """The closed form behind the fixed-point solver's interface.
 
-    The solver's options mean nothing for commuting covariances and are accepted so that
-    every family's ``wasserstein`` kernel is called the same way; the report says that no
-    iteration ran.
+    The solver's options mean nothing for commuting covariances; they are checked and
+    accepted so that every family's ``wasserstein`` kernel is called (and refuses a bad
+    option) the same way, and the report says that no iteration ran.
     """
+    gaussian_wasserstein.check_solver_options(max_iter, tol, backward)
     loc, scale = gaussian_wasserstein.wasserstein_barycenter_diag(loc, scale, weights)
     if not return_info:
         return loc, scale

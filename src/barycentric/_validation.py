@@ -20,6 +20,7 @@ from torch.distributions import Distribution
 
 __all__ = [
     "all_finite",
+    "check_decomposable",
     "check_finite",
     "check_int",
     "check_nonnegative",
@@ -102,6 +103,26 @@ def check_symmetric(x: torch.Tensor, name: str) -> None:
     asym = (x - x.mT).abs().amax(dim=(-2, -1))
     if bool((asym > 1e3 * torch.finfo(x.dtype).eps * scale).any()):
         raise ValueError(f"`{name}` must be symmetric")
+
+
+#: The dtypes LAPACK and cuSOLVER decompose (and so every full-covariance kernel computes in).
+DECOMPOSABLE = (torch.float32, torch.float64)
+
+
+def check_decomposable(x: torch.Tensor, name: str, *, square: bool = True) -> None:
+    """Raise ``ValueError`` unless ``x`` is a batch of (``square``: ``(..., d, d)``, d ≥ 1)
+    matrices in a dtype that ``torch.linalg`` decomposes (float32 or float64). Reads only
+    the shape and dtype, whatever the validation flag: it names the argument where torch's
+    own error would not."""
+    if x.dtype not in DECOMPOSABLE:
+        raise ValueError(
+            f"`{name}` must be float32 or float64 (torch.linalg decomposes no other real "
+            f"dtype), got {x.dtype}; convert it with .float() or .double()"
+        )
+    if square and (x.ndim < 2 or x.shape[-1] != x.shape[-2] or x.shape[-1] == 0):
+        raise ValueError(
+            f"`{name}` must be square matrices (..., d, d) with d >= 1, got shape {tuple(x.shape)}"
+        )
 
 
 def check_spd(x: torch.Tensor, name: str) -> None:

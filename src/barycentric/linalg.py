@@ -49,7 +49,7 @@ from __future__ import annotations
 import torch
 
 from barycentric._host import decompose_on_host, run_on_host
-from barycentric._validation import all_finite
+from barycentric._validation import all_finite, check_decomposable
 
 __all__ = [
     "eigh_psd",
@@ -177,9 +177,12 @@ def eigh_psd(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     eigenvectors : Tensor, shape (..., d, d)
         Orthonormal columns; NaN where the eigenvalues are.
     """
+    check_decomposable(a, "a")
+    # divided first by a power of two (exact, and for subnormal entries 1/scale would
+    # overflow), then symmetrised (so entries near the dtype's largest do not overflow)
     scale = _matrix_scale(a)
-    # (A + Aᵀ) · (1/2 / scale): the symmetric part, scaled exactly (scale is a power of two)
-    values, vectors = _decompose(torch.linalg.eigh, (a + a.mT) * (0.5 / scale.unsqueeze(-1)))
+    scaled = a / scale.unsqueeze(-1)
+    values, vectors = _decompose(torch.linalg.eigh, (scaled + scaled.mT).mul_(0.5))
     values = values * scale
     return _resolution_floor(values, values[..., -1:]), vectors
 
@@ -301,6 +304,7 @@ class _Polar(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x):
+        check_decomposable(x, "x")
         scale = _matrix_scale(x)
         u, singular, vh = _decompose(torch.linalg.svd, x / scale.unsqueeze(-1))
         singular = singular * scale

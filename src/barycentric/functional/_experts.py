@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from barycentric._validation import (
+    check_decomposable,
     check_finite,
     check_nonnegative,
     check_positive,
@@ -208,6 +209,8 @@ def prepare_experts(
     """
     batch = _check_shapes(loc, spread, full)
     loc, spread = promote_floating(("loc", loc), (_spread_name(full), spread))
+    if full:
+        check_decomposable(spread, "cov")
     loc = loc.expand(*batch, loc.shape[-1])
     spread = spread.expand(*batch, *spread.shape[-2 if full else -1 :])
     weights = prepare_weights(weights, batch, loc, normalise=normalise)

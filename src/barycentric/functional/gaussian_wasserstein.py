@@ -190,6 +190,21 @@ def default_tolerance(dtype: torch.dtype) -> float:
     return _TOLERANCE.get(dtype, 1e-3)
 
 
+def check_solver_options(
+    max_iter: object, tol: object, backward: object
+) -> tuple[int, float | None]:
+    """``max_iter`` and ``tol`` as numbers; ``ValueError`` naming the option that is not a
+    positive integer, a non-negative real (or ``None``), or ``"implicit"``/``"unroll"``.
+
+    Every kernel that takes the fixed point's options checks them, closed forms included,
+    so that a mistaken option fails the same way whatever the experts' family.
+    """
+    if backward not in ("implicit", "unroll"):
+        raise ValueError(f"`backward` must be 'implicit' or 'unroll', got {backward!r}")
+    max_iter = check_int(max_iter, "max_iter", minimum=1)
+    return max_iter, None if tol is None else check_real(tol, "tol", minimum=0.0)
+
+
 def wasserstein_barycenter_diag(
     loc: torch.Tensor, scale: torch.Tensor, weights: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -621,10 +636,7 @@ def wasserstein_barycenter_full(
     tensor([[4., 0.],
             [0., 4.]], dtype=torch.float64)
     """
-    if backward not in ("implicit", "unroll"):
-        raise ValueError(f"`backward` must be 'implicit' or 'unroll', got {backward!r}")
-    max_iter = check_int(max_iter, "max_iter", minimum=1)
-    tol = None if tol is None else check_real(tol, "tol", minimum=0.0)
+    max_iter, tol = check_solver_options(max_iter, tol, backward)
     arguments = (loc, cov, weights)
     options = {"max_iter": max_iter, "tol": tol, "backward": backward}
     if solve_on_host(*arguments):
