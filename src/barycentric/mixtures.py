@@ -8,7 +8,12 @@ barycenter of a batch is computed in one batched call: the subsets are a boolean
 :math:`2^M - 1` subsets.
 
 * MoE (MMVAE, Shi et al. 2019): ``subsets="singletons"``, any divergence;
-* MoPoE (Sutter et al. 2021): ``subsets="all"``, ``divergence="reverse_kl"``;
+* MoPoE (Sutter et al. 2021) with normalised products: ``subsets="all"``,
+  ``divergence="reverse_kl"``. Sutter et al. multiply the experts of each subset (the
+  precisions add, so, prior aside, the same means and variances :math:`|s|` times
+  smaller; the full set's product includes the prior :math:`\mathcal N(0, I)`). Their
+  form is :func:`barycentric.product_of_experts` per subset, as ``examples/multimodal_vae``
+  builds it;
 * MWB (MWB-VAE, Qiu et al.): ``subsets="all"``, ``divergence="wasserstein"``.
 """
 
@@ -55,8 +60,9 @@ def mixture_of_barycenters(
         :func:`barycentric.functional.subset_masks`); ``"singletons"``: the ``M`` experts
         themselves; an int ``k``: every subset of size ``k``; a bool tensor ``(S, M)``.
     divergence : {"wasserstein", "reverse_kl", "forward_kl"}
-        The barycenter inside each subset: W2 (MWB), the normalised product (MoPoE), or the
-        moment-matched Gaussian.
+        The barycenter inside each subset: W2 (MWB), the normalised product (the
+        reverse-KL barycenter, precisions averaged: MoPoE's product tempered by the
+        subset's size, see above), or the moment-matched Gaussian.
     dim : int
         The batch dimension that indexes the experts.
     mask : Tensor, optional
