@@ -227,6 +227,20 @@ CASES = [
     ("dim", lambda: bc.wasserstein_barycenter(_diag(), dim=-3)),
     ("dim", lambda: bc.kl_barycenter([_diag(), _diag()], dim=0)),
     ("prior", lambda: bc.product_of_experts(_diag(), prior=full(_zeros(D), _eyes()))),
+    # the prior's own event size and parameters (named `loc`, or a broadcasting error, before)
+    ("prior", lambda: bc.product_of_experts(_diag(), prior=diagonal(_zeros(D + 1), _ones(D + 1)))),
+    (
+        "prior",
+        lambda: bc.product_of_experts(
+            _diag(), prior=diagonal(_with(_zeros(D), 0, NAN), _ones(D), validate_args=False)
+        ),
+    ),
+    (
+        "prior",
+        lambda: bc.product_of_experts(
+            _diag(), prior=diagonal(_zeros(D), -_ones(D), validate_args=False)
+        ),
+    ),
     (
         "prior",
         lambda: bc.product_of_experts(_diag(), prior=diagonal(_zeros(B + 1, D), _ones(B + 1, D))),

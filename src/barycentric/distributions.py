@@ -22,7 +22,7 @@ import torch
 from torch.distributions import Distribution, MixtureSameFamily
 
 from barycentric._families import FULL, Experts, categorical, family_of, gather_experts
-from barycentric._validation import promote_floating
+from barycentric._validation import check_finite, check_positive, check_spd, promote_floating
 from barycentric.functional._experts import check_gaussian, prepare_experts
 
 __all__ = [
@@ -239,6 +239,12 @@ def product_of_experts(
         if family_of(prior, "prior") is not family:
             raise ValueError(f"`prior` must be a {family.name} like the experts")
         prior_loc, prior_spread = family.unpack(prior)
+        if prior_loc.shape[-1:] != loc.shape[-1:]:
+            raise ValueError(
+                f"`prior` has event size {prior_loc.shape[-1]}, the experts {loc.shape[-1]}"
+            )
+        check_finite(prior_loc, "prior")
+        (check_spd if family.full else check_positive)(prior_spread, "prior")
         batch = loc.shape[:-2]
         try:
             prior_loc = prior_loc.expand(*batch, loc.shape[-1])
