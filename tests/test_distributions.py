@@ -440,6 +440,24 @@ def test_wasserstein_distance_has_the_subgradient_0_where_it_is_0(family) -> Non
     torch.testing.assert_close(grad_spread, torch.zeros(3, dtype=torch.float64))
 
 
+@pytest.mark.parametrize(
+    ("family_p", "family_q"), [("diag", "diag"), ("full", "full"), ("diag", "full")]
+)
+def test_wasserstein_distance_is_right_where_its_square_is_out_of_float32s_range(
+    family_p, family_q
+) -> None:
+    def make(family, loc, std):
+        loc, std = torch.tensor(loc), torch.tensor(std)
+        return diagonal(loc, std) if family == "diag" else full(loc, torch.diag_embed(std**2))
+
+    # means 1e20 apart: W2² = 1e40 overflows float32, W2 does not
+    p, q = make(family_p, [1e20, 0.0], [1.0, 2.0]), make(family_q, [0.0, 0.0], [1.0, 2.0])
+    torch.testing.assert_close(bc.wasserstein_distance(p, q), torch.tensor(1e20))
+    if family_p == family_q == "diag":  # covariances of 1e-50 are not float32s
+        p, q = make("diag", [0.0, 0.0], [1e-25, 2e-25]), make("diag", [0.0, 0.0], [3e-25, 2e-25])
+        torch.testing.assert_close(bc.wasserstein_distance(p, q), torch.tensor(2e-25))
+
+
 def test_wasserstein_distance_broadcasts_batch_shapes(generator) -> None:
     p = random_experts(generator, "full", D, (B, 1))
     q = random_experts(generator, "diag", D, (1, M))

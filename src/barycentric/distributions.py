@@ -21,9 +21,10 @@ from typing import Any, Literal
 import torch
 from torch.distributions import Distribution, MixtureSameFamily
 
-from barycentric._families import FULL, Experts, categorical, family_of, gather_experts
+from barycentric._families import FULL, Experts, Family, categorical, family_of, gather_experts
 from barycentric._validation import check_finite, check_positive, check_spd, promote_floating
 from barycentric.functional._experts import check_gaussian, prepare_experts
+from barycentric.linalg import power_of_two_scale
 
 __all__ = [
     "barycenter",
@@ -374,6 +375,20 @@ def wasserstein_distance(
     )
     check_gaussian(loc_p, spread_p, full=family_p.full)
     check_gaussian(loc_q, spread_q, full=family_q.full)
+    if not squared:
+        # W2 scales with the Gaussians (means and standard deviations by c): from both
+        # divided by a power of two near their largest mean or standard deviation, W2²
+        # neither underflows nor overflows wherever W2 is representable
+        unit = power_of_two_scale(
+            torch.maximum(
+                _magnitude(loc_p, spread_p, family_p), _magnitude(loc_q, spread_q, family_q)
+            )
+        ).unsqueeze(-1)
+        loc_p, loc_q = loc_p / unit, loc_q / unit
+        spread_p, spread_q = (
+            _divide_spread(spread, unit, family)
+            for spread, family in ((spread_p, family_p), (spread_q, family_q))
+        )
     if family_p is family_q:
         distance = family_p.distance(loc_p, spread_p, loc_q, spread_q)
     else:
@@ -384,4 +399,15 @@ def wasserstein_distance(
         return distance
     # the double ``where`` keeps sqrt's infinite derivative at 0 out of the backward pass
     positive = distance > 0
-    return torch.where(positive, torch.where(positive, distance, 1.0).sqrt(), 0.0)
+    return torch.where(positive, torch.where(positive, distance, 1.0).sqrt(), 0.0) * unit[..., 0]
+
+
+def _magnitude(loc: torch.Tensor, spread: torch.Tensor, family: Family) -> torch.Tensor:
+    """The largest absolute mean entry or standard deviation of each Gaussian, ``(...)``."""
+    std = torch.diagonal(spread, dim1=-2, dim2=-1).sqrt() if family.full else spread
+    return torch.maximum(loc.abs().amax(-1), std.amax(-1))
+
+
+def _divide_spread(spread: torch.Tensor, unit: torch.Tensor, family: Family) -> torch.Tensor:
+    """The spread of a Gaussian whose variable is divided by ``unit (..., 1)``."""
+    return spread / unit.unsqueeze(-1) / unit.unsqueeze(-1) if family.full else spread / unit
