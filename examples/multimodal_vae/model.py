@@ -91,28 +91,32 @@ def _mixture_of_experts(experts: Independent, mask: Tensor | None) -> Distributi
 
 def _mixture_of_products(experts: Independent, mask: Tensor | None) -> Distribution:
     r"""MoPoE as Sutter et al. (2021) build it: a uniform mixture over the non-empty subsets
-    ``s`` of the observed experts of their product :math:`\prod_{m \in s} q_m` (precisions
-    add), the full set's times the prior N(0, I).
+    ``s`` of the observed experts of their product :math:`\prod_{m \in s} q_m`, the full
+    set's times the prior N(0, I): precision :math:`\sum_{m \in s} \sigma_m^{-2}` (+ 1),
+    mean :math:`\sum_{m \in s} \sigma_m^{-2} \mu_m` over it.
 
-    The prior is an extra expert that each subset's mask switches on or off; a subset with
-    no observed expert keeps the prior alone, a finite placeholder of mixing weight 0.
-    (:func:`barycentric.mixture_of_barycenters` with ``divergence="reverse_kl"`` is the
-    normalised product instead, precisions averaged: it does not sharpen as modalities are
-    added.)
+    The sums over each subset are one product of the ``(S, M + 1)`` membership matrix (the
+    prior as expert ``M + 1``) with the experts' precisions, as
+    :func:`barycentric.mixture_of_barycenters` does for its barycenters; a subset with no
+    observed expert keeps the prior alone, a finite placeholder of mixing weight 0.
+    (``mixture_of_barycenters(..., divergence="reverse_kl")`` is the normalised product
+    instead, precisions averaged, which does not sharpen as modalities are added; and
+    :func:`barycentric.product_of_experts` per subset would copy every expert ``S`` times.)
     """
     loc, scale = experts.base_dist.loc, experts.base_dist.scale  # (..., M, d)
-    batch = loc.shape[:-2]
     members = bc.functional.subset_masks("all", loc.shape[-2], loc.device)  # (S, M)
     observed = members if mask is None else members & mask.unsqueeze(-2)
-    observed = observed.expand(*batch, *members.shape)  # (..., S, M)
+    observed = observed.expand(*loc.shape[:-2], *members.shape)  # (..., S, M)
     present = observed.any(-1)
     prior_on = (members.all(-1) & observed.all(-1)) | ~present
-    use = torch.cat([observed, prior_on.unsqueeze(-1)], -1)  # (..., S, M + 1)
-    prior = standard_normal(batch, loc.shape[-1], loc).base_dist
-    loc = torch.cat([loc, prior.loc.unsqueeze(-2)], -2).unsqueeze(-3)
-    scale = torch.cat([scale, prior.scale.unsqueeze(-2)], -2).unsqueeze(-3)
-    candidates = Independent(Normal(loc, scale), 1).expand(use.shape)
-    products = bc.product_of_experts(candidates, mask=use)
+    weights = torch.cat([observed, prior_on.unsqueeze(-1)], -1).to(loc.dtype)  # (..., S, M + 1)
+    if mask is not None:  # a missing expert's parameters are never read, nor differentiated
+        loc = torch.where(mask.unsqueeze(-1), loc, 0.0)
+        scale = torch.where(mask.unsqueeze(-1), scale, 1.0)
+    precision = torch.cat([scale.pow(-2), torch.ones_like(scale[..., :1, :])], -2)
+    information = torch.cat([precision[..., :-1, :] * loc, torch.zeros_like(loc[..., :1, :])], -2)
+    total = weights @ precision  # (..., S, d)
+    products = Independent(Normal((weights @ information) / total, total.rsqrt()), 1)
     return MixtureSameFamily(Categorical(probs=present.to(loc.dtype)), products)
 
 
