@@ -117,7 +117,12 @@ def mixture_of_barycenters(
         raise ValueError("`mask`/`weights`: a row has no present expert in any subset")
     # a subset without a present expert is solved over all the row's present experts (finite
     # and never reading an absent one), then replaced by the standard normal
-    safe_weights = torch.where(present.unsqueeze(-1), subset_weights, raw.unsqueeze(-2))
+    complete = bool(present.all())
+    safe_weights = (
+        subset_weights
+        if complete
+        else torch.where(present.unsqueeze(-1), subset_weights, raw.unsqueeze(-2))
+    )
     tail = family.spread_dims + 1
     loc_b, spread_b = loc.unsqueeze(-3), spread.unsqueeze(-1 - tail)
     if divergence in family.subset_kernels:
@@ -130,9 +135,10 @@ def mixture_of_barycenters(
             spread_b.expand(*shape, *spread.shape[-family.spread_dims :]),
             safe_weights,
         )
-    bary_loc = torch.where(present.unsqueeze(-1), bary_loc, 0.0)
-    unit = torch.eye(loc.shape[-1], dtype=loc.dtype, device=loc.device) if family.full else 1.0
-    bary_spread = torch.where(present[(..., *(None,) * family.spread_dims)], bary_spread, unit)
+    if not complete:
+        bary_loc = torch.where(present.unsqueeze(-1), bary_loc, 0.0)
+        unit = torch.eye(loc.shape[-1], dtype=loc.dtype, device=loc.device) if family.full else 1.0
+        bary_spread = torch.where(present[(..., *(None,) * family.spread_dims)], bary_spread, unit)
     mixing = categorical(present.to(raw.dtype))
     return MixtureSameFamily(mixing, family.pack(bary_loc, bary_spread))
 

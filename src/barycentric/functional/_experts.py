@@ -83,11 +83,12 @@ def prepare_weights(
         )
     check_nonnegative(weights, "weights")
     weights = weights.expand(shape)
-    if normalise:
-        # divided first by a power of two near the row's largest weight (exact, so no digit
-        # changes), the sum cannot overflow however large the finite weights are
-        weights = weights / power_of_two_scale(weights.amax(-1, keepdim=True))
     total = weights.sum(-1, keepdim=True)
+    if normalise and bool(total.isinf().any()):
+        # finite weights whose sum overflowed: divided first by a power of two near the row's
+        # largest (exact, so the normalised weights keep every digit), they sum finitely
+        weights = weights / power_of_two_scale(weights.amax(-1, keepdim=True))
+        total = weights.sum(-1, keepdim=True)
     if validation_enabled() and bool((total == 0).any()):
         raise ValueError(
             "`weights`/`mask`: a row has no expert left (all its weights are zero or masked)"

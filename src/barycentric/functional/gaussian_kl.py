@@ -19,6 +19,8 @@ Shapes: ``loc (..., M, d)``, ``scale (..., M, d)`` (standard deviations), ``cov
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from barycentric.functional._experts import prepare_experts, weighted_matrix_sum, weighted_sum
@@ -60,6 +62,21 @@ def _weighted_experts(weights: torch.Tensor, values: torch.Tensor) -> torch.Tens
     return (weights > 0).to(values.dtype).sum_to_size(values.shape[:-1]).unsqueeze(-1) > 0
 
 
+def _moderate(x: torch.Tensor, *, tiny_ok: bool = False) -> bool:
+    r"""Whether every entry of ``x`` lies within :math:`2^{\pm e/4}` of 1 (``e`` the dtype's
+    largest exponent: :math:`2^{\pm 31}` in float32), or is 0 where ``tiny_ok``: then
+    squares, inverse squares and sums of a few of them stay far inside the dtype's range,
+    and the plain formulas are exact as they stand (one host synchronisation)."""
+    if x.numel() == 0:
+        return True
+    bound = 2.0 ** (int(math.log2(torch.finfo(x.dtype).max)) // 4)
+    magnitude = x.abs()
+    moderate = magnitude.amax() <= bound
+    if not tiny_ok:
+        moderate &= magnitude.amin() >= 1 / bound
+    return bool(moderate)
+
+
 def pool_precisions_diag(
     loc: torch.Tensor, scale: torch.Tensor, weights: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -73,8 +90,13 @@ def pool_precisions_diag(
     :math:`\sigma^{-2} = u^{-2} \sum_m w_m (u / \sigma_m)^2`, each ratio at most 1, so
     standard deviations near the dtype's range (below about 1e-19 or above 1e19 in
     float32) neither overflow nor underflow, and scaling every :math:`\sigma_m` by a
-    power of two changes no digit.
+    power of two changes no digit. Where every standard deviation is moderate (within
+    :math:`2^{\pm 31}` in float32), :math:`u = 1` and the rescaling is skipped.
     """
+    if _moderate(scale):
+        precision = scale.pow(-2)
+        total = weighted_sum(weights, precision)
+        return weighted_sum(weights, precision * loc) / total, total.rsqrt()
     weighted = _weighted_experts(weights, scale)
     unit = power_of_two_scale(torch.where(weighted, scale, torch.inf).amin(-2, keepdim=True))
     precision = torch.where(weighted, unit / scale, 0.0).square()
@@ -173,6 +195,8 @@ def forward_kl_moments_diag(
     loc, scale, weights = prepare_experts(loc, scale, weights, full=False)
     mean = weighted_sum(weights, loc)
     centred = loc - mean.unsqueeze(-2)
+    if _moderate(scale) and _moderate(centred, tiny_ok=True):
+        return mean, weighted_sum(weights, scale.square() + centred.square()).sqrt()
     # relative to a power of two at the largest deviation, so that no square overflows
     weighted = _weighted_experts(weights, scale)
     largest = torch.where(weighted, torch.maximum(scale, centred.abs()), 0.0)
