@@ -11,9 +11,9 @@ barycenter of a batch is computed in one batched call: the subsets are a boolean
 * MoPoE (Sutter et al. 2021) with normalised products: ``subsets="all"``,
   ``divergence="reverse_kl"``. Sutter et al. multiply the experts of each subset (the
   precisions add, so, prior aside, the same means and variances :math:`|s|` times
-  smaller; the full set's product includes the prior :math:`\mathcal N(0, I)`). Their
-  form is :func:`barycentric.product_of_experts` per subset, as ``examples/multimodal_vae``
-  builds it;
+  smaller; the full set's product includes the prior :math:`\mathcal N(0, I)`): that is
+  :func:`barycentric.product_of_experts` per subset, which ``examples/multimodal_vae``
+  batches as the subset membership matrix times the precisions;
 * MWB (MWB-VAE, Qiu et al.): ``subsets="all"``, ``divergence="wasserstein"``.
 """
 
