@@ -16,7 +16,6 @@ from torch.distributions import (
     Independent,
     Laplace,
     MixtureSameFamily,
-    MultivariateNormal,
     Normal,
 )
 
@@ -499,9 +498,9 @@ def test_solver_options_are_refused_alike_for_both_families(family, option, valu
     experts = _diag() if family == "diag" else _full()
     with pytest.raises(ValueError, match=f"`{option}`"):
         bc.wasserstein_barycenter(experts, **{option: value})
-    components = Independent(Normal(_zeros(2, D), _ones(2, D)), 1)
-    if family == "full":
-        components = MultivariateNormal(_zeros(2, D), _eyes(2))
+    components = (
+        diagonal(_zeros(2, D), _ones(2, D)) if family == "diag" else full(_zeros(2, D), _eyes(2))
+    )
     mixture = MixtureSameFamily(Categorical(torch.ones(2)), components)
     with pytest.raises(ValueError, match=f"`{option}`"):
         bc.gmm_barycenter([mixture, mixture], **{option: value})

@@ -113,10 +113,10 @@ def _mixture_of_products(experts: Independent, mask: Tensor | None) -> Distribut
     if mask is not None:  # a missing expert's parameters are never read, nor differentiated
         loc = torch.where(mask.unsqueeze(-1), loc, 0.0)
         scale = torch.where(mask.unsqueeze(-1), scale, 1.0)
-    precision = torch.cat([scale.pow(-2), torch.ones_like(scale[..., :1, :])], -2)
-    information = torch.cat([precision[..., :-1, :] * loc, torch.zeros_like(loc[..., :1, :])], -2)
+    loc = torch.cat([loc, torch.zeros_like(loc[..., :1, :])], -2)  # the prior's mean ...
+    precision = torch.cat([scale.pow(-2), torch.ones_like(scale[..., :1, :])], -2)  # ... and 1
     total = weights @ precision  # (..., S, d)
-    products = Independent(Normal((weights @ information) / total, total.rsqrt()), 1)
+    products = Independent(Normal((weights @ (precision * loc)) / total, total.rsqrt()), 1)
     return MixtureSameFamily(Categorical(probs=present.to(loc.dtype)), products)
 
 

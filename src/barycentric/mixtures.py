@@ -26,9 +26,8 @@ from torch.distributions import Distribution, MixtureSameFamily
 
 from barycentric._families import Family, categorical, gather_experts
 from barycentric._validation import check_int, validation_enabled
-from barycentric.functional._experts import prepare_experts
+from barycentric.functional._experts import normalise_weights, prepare_experts
 from barycentric.functional.subsets import SubsetSpec, subset_masks
-from barycentric.linalg import power_of_two_scale
 
 __all__ = ["mixture_of_barycenters", "stratified_rsample"]
 
@@ -109,8 +108,6 @@ def mixture_of_barycenters(
         gathered.loc, gathered.spread, raw, full=family.full, normalise=False
     )
     members = subset_masks(subsets, gathered.num_experts, loc.device)
-    # exact rescaling (a power of two), so that no subset's sum of weights can overflow
-    raw = raw / power_of_two_scale(raw.amax(-1, keepdim=True))
     subset_weights = raw.unsqueeze(-2) * members
     present = (subset_weights > 0).any(-1)
     if validation_enabled() and not bool(present.any(-1).all()):
@@ -126,7 +123,7 @@ def mixture_of_barycenters(
     tail = family.spread_dims + 1
     loc_b, spread_b = loc.unsqueeze(-3), spread.unsqueeze(-1 - tail)
     if divergence in family.subset_kernels:
-        normalised = safe_weights / safe_weights.sum(-1, keepdim=True)
+        normalised = normalise_weights(safe_weights)
         bary_loc, bary_spread = family.subset_kernels[divergence](loc_b, spread_b, normalised)
     else:
         shape = safe_weights.shape

@@ -25,6 +25,7 @@ from barycentric.linalg import power_of_two_scale
 
 __all__ = [
     "check_gaussian",
+    "normalise_weights",
     "prepare_experts",
     "prepare_weights",
     "weighted_matrix_sum",
@@ -84,16 +85,26 @@ def prepare_weights(
     check_nonnegative(weights, "weights")
     weights = weights.expand(shape)
     total = weights.sum(-1, keepdim=True)
-    if normalise and bool(total.isinf().any()):
-        # finite weights whose sum overflowed: divided first by a power of two near the row's
-        # largest (exact, so the normalised weights keep every digit), they sum finitely
-        weights = weights / power_of_two_scale(weights.amax(-1, keepdim=True))
-        total = weights.sum(-1, keepdim=True)
     if validation_enabled() and bool((total == 0).any()):
         raise ValueError(
             "`weights`/`mask`: a row has no expert left (all its weights are zero or masked)"
         )
-    return weights / total if normalise else weights
+    return normalise_weights(weights, total) if normalise else weights
+
+
+def normalise_weights(weights: torch.Tensor, total: torch.Tensor | None = None) -> torch.Tensor:
+    """``weights (..., M)`` divided by their sum over the last axis (``total``, if already
+    computed, keeps its dimension).
+
+    Finite weights whose sum overflows are first divided by a power of two near their
+    row's largest: exact, so the normalised weights keep every digit, and the sum is then
+    finite (one host synchronisation to find out).
+    """
+    total = weights.sum(-1, keepdim=True) if total is None else total
+    if bool(total.isinf().any()):
+        weights = weights / power_of_two_scale(weights.amax(-1, keepdim=True))
+        total = weights.sum(-1, keepdim=True)
+    return weights / total
 
 
 def weighted_sum(weights: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
