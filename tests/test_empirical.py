@@ -111,6 +111,30 @@ def test_free_support_gradient_of_one_dimensional_barycenter() -> None:
     )
 
 
+@pytest.mark.parametrize("scale", [1e-5, 2.0**-17, 1e5, 2.0**20])
+def test_free_support_is_scale_equivariant(scale: float) -> None:
+    # POT's stopping threshold is absolute: at scale 1e-5 it used to stop after one step
+    clouds = _clouds(0, (30, 30, 30), 2)
+    atoms, _ = empirical_barycenter(clouds)
+    scaled, _ = empirical_barycenter([scale * cloud for cloud in clouds])
+    with pytest.warns(RuntimeWarning, match="did not converge in numItermax=1"):
+        one_step, _ = empirical_barycenter([scale * cloud for cloud in clouds], numItermax=1)
+    torch.testing.assert_close(scaled / scale, atoms, rtol=1e-12, atol=1e-12)
+    assert (scaled - one_step).abs().max() > 1e-3 * scale
+    if scale in (2.0**-17, 2.0**20):  # powers of two: every digit the same
+        assert torch.equal(scaled, scale * atoms)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_free_support_half_precision_computes_in_float32(dtype: torch.dtype) -> None:
+    # uniform masses 1/11 in float16 failed POT's mass check; bfloat16 POT's backend
+    clouds = [cloud.to(dtype) for cloud in _clouds(1, (3, 11), 2)]
+    atoms, masses = empirical_barycenter(clouds)
+    reference, _ = empirical_barycenter([cloud.float() for cloud in clouds])
+    assert atoms.dtype == masses.dtype == dtype
+    torch.testing.assert_close(atoms, reference.to(dtype))
+
+
 def test_free_support_is_translation_equivariant() -> None:
     clouds = _clouds(5, (6, 4, 5), dim=2)
     shift = torch.tensor([10.0, -7.5], dtype=torch.float64)
@@ -400,6 +424,23 @@ def _nan_cloud() -> list[torch.Tensor]:
         ({"samples": _CLOUDS, "support_size": 2.0}, "support_size"),
         ({"samples": _CLOUDS, "support_size": True}, "support_size"),
         ({"samples": [_CLOUDS[0].to(torch.complex128)]}, r"samples\[0\]"),
+        # complex data after the first cloud used to be cast to its real part, silently
+        ({"samples": [_CLOUDS[0], _CLOUDS[1].to(torch.complex128)]}, r"samples\[1\]` must be real"),
+        ({"samples": _CLOUDS, "weights": torch.tensor([1 + 0j, 1 + 3j])}, "`weights` must be real"),
+        ({"samples": _CLOUDS, "weights": [1.0, 1j]}, "`weights` must be real"),
+        ({"samples": _CLOUDS, "init": np.zeros((3, 2), dtype=complex)}, "`init` must be real"),
+        (
+            {
+                "samples": _CLOUDS,
+                "sample_weights": [torch.full((4,), 0.25), torch.full((5,), 0.2 + 0j)],
+            },
+            r"sample_weights\[1\]` must be real",
+        ),
+        ({"samples": _CLOUDS, "numItermax": 0}, "numItermax"),
+        ({"samples": _CLOUDS, "numItermax": -5}, "numItermax"),
+        ({"samples": _CLOUDS, "numItermax": 2.5}, "numItermax"),
+        ({"samples": _CLOUDS, "stopThr": float("nan")}, "stopThr"),
+        ({"samples": _CLOUDS, "stopThr": -1.0}, "stopThr"),
         ({"samples": _CLOUDS, "init": torch.zeros(3, 3)}, "init"),
         ({"samples": _CLOUDS, "init": torch.full((3, 2), float("nan"))}, "init"),
         ({"samples": _CLOUDS, "init": torch.zeros(3, 2), "support_size": 4}, "support_size"),
@@ -433,6 +474,13 @@ def _sinkhorn_arguments(**overrides: object) -> dict:
         (_sinkhorn_arguments(reg=0.0), "reg"),
         (_sinkhorn_arguments(reg=-1.0), "reg"),
         (_sinkhorn_arguments(reg=float("inf")), "reg"),
+        (_sinkhorn_arguments(reg=torch.tensor([0.1, 0.1])), "reg"),
+        (_sinkhorn_arguments(reg="0.1"), "reg"),
+        (_sinkhorn_arguments(reg=float("nan")), "reg"),
+        (_sinkhorn_arguments(samples=[_HISTOGRAMS[:, 0], _HISTOGRAMS[:, 1]]), "samples"),
+        (_sinkhorn_arguments(support=_GRID.to(torch.complex128)), "`support` must be real"),
+        (_sinkhorn_arguments(support=None, cost=torch.zeros(4, 4) + 1j), "`cost` must be real"),
+        (_sinkhorn_arguments(numItermax=0), "numItermax"),
         (_sinkhorn_arguments(support=None), "cost"),
         (_sinkhorn_arguments(cost=torch.zeros(4, 4)), "cost"),
         (_sinkhorn_arguments(support=None, cost=torch.zeros(4, 3)), "cost"),

@@ -240,6 +240,27 @@ def test_permuting_the_inputs_permutes_the_plan_only(order: tuple[int, ...]) -> 
     torch.testing.assert_close(objective_p, objective)
 
 
+def _scaled(mixture: MixtureSameFamily, factor: float) -> MixtureSameFamily:
+    """``mixture`` pushed forward by ``x -> factor x``."""
+    components = mixture.component_distribution
+    return MixtureSameFamily(
+        mixture.mixture_distribution,
+        MultivariateNormal(factor * components.loc, factor**2 * components.covariance_matrix),
+    )
+
+
+@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("factor", [1e-5, 1e-3, 1e5, 2.0**-20])
+def test_scale_equivariance_of_the_plan(seed: int, factor: float) -> None:
+    # HiGHS' absolute tolerances took costs of 1e-8 for ties and returned another vertex
+    mixtures = [_full_gmm(3 * seed + k, 3, 2) for k in range(3)]
+    _, plan, objective = bc.gmm_barycenter(mixtures, return_plan=True)
+    scaled = [_scaled(mixture, factor) for mixture in mixtures]
+    _, plan_s, objective_s = bc.gmm_barycenter(scaled, return_plan=True)
+    torch.testing.assert_close(plan_s, plan, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(objective_s / factor**2, objective, rtol=1e-9, atol=0)
+
+
 def test_translation_equivariance() -> None:
     mixtures = [_full_gmm(0, 3, 2), _full_gmm(1, 2, 2), _full_gmm(2, 3, 2)]
     shift = torch.tensor([5.0, -2.0], dtype=F64)
@@ -402,6 +423,11 @@ def _bad_cases() -> list[tuple[object, dict, str]]:
         Categorical(torch.ones(101)),
         Independent(Normal(torch.zeros(101, 1), torch.ones(101, 1)), 1),
     )
+    # float32 means 4e19 apart: finite, but their squared distance is not
+    far = MixtureSameFamily(
+        Categorical(torch.ones(2)),
+        MultivariateNormal(torch.tensor([[-2e19, 0.0], [2e19, 0.0]]), torch.eye(2)),
+    )
     return [
         ([], {}, "`mixtures` is an empty"),
         (nu, {}, "`mixtures` must be a sequence"),
@@ -416,6 +442,9 @@ def _bad_cases() -> list[tuple[object, dict, str]]:
         ([nu, nu], {"weights": [0.0, 0.0]}, "`weights`"),
         ([nu, nu], {"weights": [0.2, 0.3, 0.5]}, r"`weights` must have shape \(2,\)"),
         ([nu, nu], {"weights": [1.0]}, r"`weights` must have shape \(2,\)"),
+        ([nu, nu], {"weights": [1.0, 1j]}, "`weights` must be real"),
+        ([nu, nu], {"weights": torch.tensor([1 + 0j, 1 + 3j])}, "`weights` must be real"),
+        ([far, far], {}, "`mixtures`: a tuple of components has a Wasserstein cost"),
         ([big, big, big], {}, "`mixtures` have 101 x 101 x 101 = 1030301 component tuples"),
     ]
 

@@ -130,6 +130,17 @@ CASES = [
         ),
     ),
     ("weights", lambda: bc.wasserstein_barycenter(_diag(), torch.tensor([1.0, NAN, 1.0]))),
+    # complex weights used to lose their imaginary parts with only torch's warning
+    *(
+        ("`weights` must be real", lambda kernel=kernel, weights=weights: kernel(weights))
+        for kernel in [
+            lambda w: bc.wasserstein_barycenter(_diag(), w),
+            lambda w: bc.wasserstein_barycenter(_full(), w),
+            lambda w: bc.kl_barycenter(_diag(), w),
+            lambda w: F.forward_kl_moments_full(_zeros(B, M, D), _eyes(B, M), w),
+        ]
+        for weights in [torch.tensor([1.0, 1j, 1.0]), [1.0, 1j, 1.0], np.array([1, 2, 3j])]
+    ),
     (
         "weights",
         lambda: bc.mixture_of_barycenters(_diag(), weights=torch.tensor([1.0, float("inf"), 1.0])),

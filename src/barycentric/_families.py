@@ -20,7 +20,7 @@ from torch.distributions import (
     Normal,
 )
 
-from barycentric._validation import check_int
+from barycentric._validation import check_int, check_not_complex
 from barycentric.functional import gaussian_kl, gaussian_wasserstein
 
 __all__ = ["DIAGONAL", "FULL", "Experts", "Family", "categorical", "family_of", "gather_experts"]
@@ -196,6 +196,7 @@ class Experts:
         """
         if values is None:
             return None
+        check_not_complex(values, name)
         if not isinstance(values, torch.Tensor):
             # a Python list of floats must not pass through torch's default float32
             values = torch.as_tensor(values, dtype=dtype)

@@ -15,6 +15,7 @@ import math
 import operator
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torch.distributions import Distribution
 
@@ -24,6 +25,7 @@ __all__ = [
     "check_finite",
     "check_int",
     "check_nonnegative",
+    "check_not_complex",
     "check_positive",
     "check_real",
     "check_same_length",
@@ -171,12 +173,29 @@ def check_real(value: object, name: str, *, minimum: float) -> float:
         isinstance(value, torch.Tensor) and (value.dtype == torch.bool or value.is_complex())
     )
     try:
-        number = None if refused else float(value)  # type: ignore[arg-type]
+        plain = value.detach() if isinstance(value, torch.Tensor) else value
+        number = None if refused else float(plain)  # type: ignore[arg-type]
     except (TypeError, ValueError, RuntimeError):
         number = None
     if number is None or math.isnan(number) or number < minimum:
         raise ValueError(f"`{name}` must be a real number of at least {minimum}, got {value!r}")
     return number
+
+
+def check_not_complex(x: object, name: str) -> None:
+    """Raise ``ValueError`` if ``x`` (a tensor, array or nested sequence of numbers) holds
+    complex numbers: converting them to a real dtype would drop their imaginary parts
+    with no more than a warning. Reads only the dtype, whatever the validation flag."""
+    if _holds_complex(x):
+        raise ValueError(f"`{name}` must be real, got complex values")
+
+
+def _holds_complex(x: object) -> bool:
+    if isinstance(x, torch.Tensor):
+        return x.is_complex()
+    if isinstance(x, list | tuple):
+        return any(_holds_complex(item) for item in x)
+    return isinstance(x, complex) or (isinstance(x, np.ndarray | np.generic) and np.iscomplexobj(x))
 
 
 def promote_floating(*named: tuple[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:

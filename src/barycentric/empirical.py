@@ -25,11 +25,14 @@ from barycentric._validation import (
     check_finite,
     check_int,
     check_nonnegative,
+    check_not_complex,
+    check_real,
     check_same_length,
     promote_floating,
     validation_enabled,
 )
 from barycentric.functional._experts import prepare_weights
+from barycentric.linalg import power_of_two_scale
 
 __all__ = ["empirical_barycenter"]
 
@@ -118,10 +121,14 @@ def empirical_barycenter(
         ``"sinkhorn"`` only: the points of the common support; the cost is then the
         squared Euclidean distance, :math:`C_{ij} = \lVert s_i - s_j \rVert^2`.
     **solver
-        Passed to POT: ``numItermax`` (maximum iterations; default 100 for
-        ``"free_support"``, 10000 for ``"sinkhorn"``) and ``stopThr`` (stopping
-        threshold; default 1e-7 on the squared displacement of the atoms for
-        ``"free_support"``, 1e-4 on the spread of the K marginals for ``"sinkhorn"``).
+        Passed to POT: ``numItermax`` (maximum iterations, an integer of at least 1;
+        default 100 for ``"free_support"``, 10000 for ``"sinkhorn"``) and ``stopThr``
+        (stopping threshold, at least 0; default 1e-7 on the squared displacement of the
+        atoms in units of the clouds' spread for ``"free_support"``, 1e-4 on the spread of
+        the K marginals for ``"sinkhorn"``). POT's free-support threshold is absolute, so
+        the clouds are divided by a power of two :math:`s` near the root-mean-square
+        distance of all their points from their mean before POT sees them, and the atoms
+        multiplied back (exactly): the result scales with the data.
 
     Returns
     -------
@@ -136,7 +143,8 @@ def empirical_barycenter(
     ------
     ValueError
         Naming the offending argument, for: empty ``samples``, mismatched shapes,
-        NaN/Inf, negative masses or weights, histograms or masses that do not sum to 1
+        NaN/Inf, complex values, negative masses or weights, ``numItermax`` or
+        ``stopThr`` out of range, histograms or masses that do not sum to 1
         (tolerance :math:`\sqrt{\epsilon}` of the dtype), ``reg`` missing or not
         positive for ``"sinkhorn"`` or given for ``"free_support"``, arguments of the
         other method, an unknown ``method``, and a Sinkhorn barycenter that underflowed
@@ -158,7 +166,8 @@ def empirical_barycenter(
     All inputs may be tensors or numpy arrays; they are converted to the dtype and
     device of ``samples`` (of its first cloud for ``"free_support"``; integer samples
     become the default float dtype), and the outputs are tensors with that dtype and
-    device.
+    device. Float16 and bfloat16 clouds are computed in float32 (POT's network simplex
+    takes no other) and returned in their dtype.
 
     Gradients. ``"sinkhorn"`` differentiates through the unrolled iterations, so
     gradients reach ``samples``, ``weights``, ``cost`` or ``support``, and ``reg`` if it
@@ -204,13 +213,23 @@ def empirical_barycenter(
         raise TypeError(f"unknown solver options {unknown}; accepted: numItermax, stopThr")
     if method == "free_support":
         _reject_unused(method, reg=reg, cost=cost, support=support)
-        options = {**_SOLVER_DEFAULTS[method], **solver}
+        options = _solver_options(method, solver)
         return _free_support(samples, weights, sample_weights, support_size, init, options)
     if method == "sinkhorn":
         _reject_unused(method, support_size=support_size, init=init, sample_weights=sample_weights)
-        options = {**_SOLVER_DEFAULTS[method], **solver}
+        options = _solver_options(method, solver)
         return _sinkhorn(samples, weights, reg, cost, support, options)
     raise ValueError(f"`method` must be 'free_support' or 'sinkhorn', got {method!r}")
+
+
+def _solver_options(method: str, solver: dict[str, float]) -> dict[str, float]:
+    """POT's options for ``method``, defaults filled in; ``ValueError`` unless
+    ``numItermax`` is an integer of at least 1 and ``stopThr`` a number of at least 0."""
+    options = {**_SOLVER_DEFAULTS[method], **solver}
+    return {
+        "numItermax": check_int(options["numItermax"], "numItermax", minimum=1),
+        "stopThr": check_real(options["stopThr"], "stopThr", minimum=0.0),
+    }
 
 
 def _free_support(
@@ -223,8 +242,10 @@ def _free_support(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     if len(samples) == 0:
         raise ValueError("`samples` must hold at least one point cloud")
-    like = _floating(samples[0], "samples[0]")
-    clouds = [_like(cloud, like) for cloud in samples]
+    first = _floating(samples[0], "samples[0]")
+    # POT's network simplex runs in float32 or float64 only; half precision computes in float32
+    work = torch.promote_types(first.dtype, torch.float32)
+    clouds = [_like(cloud, first, f"samples[{i}]").to(work) for i, cloud in enumerate(samples)]
     for i, cloud in enumerate(clouds):
         if cloud.ndim != 2 or cloud.shape[0] == 0:
             raise ValueError(
@@ -238,14 +259,14 @@ def _free_support(
             )
         check_finite(cloud, f"samples[{i}]")
     masses = _cloud_masses(sample_weights, clouds)
-    lam = _barycentric_weights(weights, len(clouds), like)
+    lam = _barycentric_weights(weights, len(clouds), clouds[0])
     if support_size is not None:
         support_size = check_int(support_size, "support_size", minimum=1)
     if init is None:
         k = max(cloud.shape[0] for cloud in clouds) if support_size is None else support_size
         init = _draw_from_mixture(clouds, masses, lam, k)
     else:
-        init = _like(init, like)
+        init = _like(init, first, "init").to(work)
         dim = clouds[0].shape[1]
         if init.ndim != 2 or init.shape[0] == 0 or init.shape[1] != dim:
             raise ValueError(f"`init` must have shape (k, {dim}), got {tuple(init.shape)}")
@@ -255,20 +276,37 @@ def _free_support(
             )
         check_finite(init, "init")
     k = init.shape[0]
-    b = torch.full((k,), 1.0 / k, dtype=like.dtype, device=like.device)
+    # POT stops on an absolute displacement: solved at the data's scale, divided out exactly
+    # (a power of two), the atoms scale with the data and `stopThr` is relative to it
+    scale = _spread_scale(clouds)
+    b = torch.full((k,), 1.0 / k, dtype=work, device=first.device)
     atoms, log = ot.lp.free_support_barycenter(
-        clouds, masses, init, b=b, weights=lam, log=True, **options
+        [cloud / scale for cloud in clouds],
+        masses,
+        init / scale,
+        b=b,
+        weights=lam,
+        log=True,
+        **options,
     )
     displacements = log["displacement_square_norms"]
     if displacements and displacements[-1].item() > options["stopThr"]:
         warnings.warn(
             f"the free-support barycenter did not converge in numItermax={options['numItermax']} "
-            f"iterations (squared displacement {displacements[-1].item():.3g} > "
-            f"stopThr={options['stopThr']:.3g})",
+            f"iterations (squared displacement {displacements[-1].item():.3g} in units of the "
+            f"data's spread > stopThr={options['stopThr']:.3g})",
             RuntimeWarning,
             stacklevel=3,
         )
-    return atoms, b
+    return (atoms * scale).to(first.dtype), b.to(first.dtype)
+
+
+def _spread_scale(clouds: list[torch.Tensor]) -> torch.Tensor:
+    """A power of two near the root-mean-square distance of all the clouds' points from their
+    mean (detached; 1/2 when every point is the same)."""
+    points = torch.cat(clouds).detach()
+    spread = (points - points.mean(0)).square().sum(-1).mean().sqrt()
+    return power_of_two_scale(spread)
 
 
 def _sinkhorn(
@@ -289,21 +327,21 @@ def _sinkhorn(
     check_nonnegative(histograms, "samples")
     _check_sums_to_one(histograms, "samples")
     lam = _barycentric_weights(weights, count, histograms)
-    reg_value = math.nan if reg is None else torch.as_tensor(reg).item()
+    reg_value = math.nan if reg is None else check_real(reg, "reg", minimum=-math.inf)
     if not 0 < reg_value < math.inf:
         raise ValueError(f"`reg` must be a finite positive number for method='sinkhorn', got {reg}")
-    reg = _like(reg, histograms)
+    reg = _like(reg, histograms, "reg")
     if (cost is None) == (support is None):
         raise ValueError(
             "method='sinkhorn' needs exactly one of `cost` (n, n) and `support` (n, d)"
         )
     if cost is not None:
-        cost = _like(cost, histograms)
+        cost = _like(cost, histograms, "cost")
         if cost.shape != (n, n):
             raise ValueError(f"`cost` must have shape ({n}, {n}), got {tuple(cost.shape)}")
         check_finite(cost, "cost")
     else:
-        support = _like(support, histograms)
+        support = _like(support, histograms, "support")
         if support.ndim != 2 or support.shape[0] != n:
             raise ValueError(f"`support` must have shape ({n}, d), got {tuple(support.shape)}")
         check_finite(support, "support")
@@ -343,11 +381,16 @@ def _sinkhorn(
 
 def _floating(x: Array, name: str) -> torch.Tensor:
     """``x`` as a real floating tensor, integer data promoted to the default float dtype."""
-    tensor = torch.as_tensor(x)
+    try:
+        tensor = torch.as_tensor(x)
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise ValueError(f"`{name}` must be a tensor or an array of numbers: {error}") from error
     return promote_floating((name, tensor))[0]
 
 
-def _like(x: Array | Sequence[float], like: torch.Tensor) -> torch.Tensor:
+def _like(x: Array | Sequence[float], like: torch.Tensor, name: str) -> torch.Tensor:
+    """``x`` in ``like``'s dtype and device; ``ValueError`` naming ``name`` if it is complex."""
+    check_not_complex(x, name)
     return torch.as_tensor(x, dtype=like.dtype, device=like.device)
 
 
@@ -385,7 +428,7 @@ def _cloud_masses(
     check_same_length(sample_weights, len(clouds), "sample_weights")
     masses = []
     for i, (mass, cloud) in enumerate(zip(sample_weights, clouds, strict=True)):
-        mass = _like(mass, cloud)
+        mass = _like(mass, cloud, f"sample_weights[{i}]")
         if mass.shape != cloud.shape[:1]:
             raise ValueError(
                 f"`sample_weights[{i}]` must have shape ({len(cloud)},) like the points of "

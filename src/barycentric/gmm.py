@@ -11,6 +11,7 @@ on the mixing weights is solved on the CPU.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Literal
 
@@ -22,6 +23,7 @@ import torch
 from torch.distributions import Categorical, MixtureSameFamily
 
 from barycentric._families import DIAGONAL, FULL, Family, family_of
+from barycentric._validation import check_not_complex
 from barycentric.functional._experts import prepare_weights
 
 __all__ = ["MAX_TUPLES", "gmm_barycenter"]
@@ -123,12 +125,18 @@ def gmm_barycenter(
         Naming the argument, for: an empty ``mixtures``; an entry that is not a
         ``MixtureSameFamily`` of Gaussians, is batched or has no components; event size 0
         or different event sizes; ``weights`` with the wrong number of entries, negative,
-        NaN or infinite, or all zero; more than :data:`MAX_TUPLES` (:math:`10^6`) tuples.
+        NaN or infinite, complex, or all zero; more than :data:`MAX_TUPLES` (:math:`10^6`)
+        tuples; a tuple whose cost is not finite in the mixtures' dtype.
 
     Notes
     -----
     **Size.** Memory and time grow with :math:`\prod_k J_k` (every tuple's barycenter and
     cost are formed), which is therefore capped at :data:`MAX_TUPLES`.
+
+    **Scale.** The linear program's solvers (the network simplex, HiGHS) stop on absolute
+    tolerances, so they see the costs divided by a power of two near the largest one: the
+    plan is the same for the mixtures scaled by any factor, and the objective scales
+    with its square.
 
     **Gradients.** The components :math:`B_t` and the objective are differentiable with
     respect to the components' means, scales or covariances and to ``weights``. The plan
@@ -172,13 +180,14 @@ def gmm_barycenter(
     """
     family, locs, spreads, masses = _unpack_mixtures(mixtures)
     sizes = tuple(len(mass) for mass in masses)
-    count = int(np.prod(sizes))
+    count = math.prod(sizes)
     if count > MAX_TUPLES:
         raise ValueError(
             f"`mixtures` have {' x '.join(map(str, sizes))} = {count} component tuples, more "
             f"than MAX_TUPLES = {MAX_TUPLES}; the multi-marginal problem would not fit"
         )
     if weights is not None:
+        check_not_complex(weights, "weights")
         weights = torch.as_tensor(weights, dtype=locs[0].dtype, device=locs[0].device)
         if weights.shape != (len(mixtures),):
             raise ValueError(
@@ -268,6 +277,15 @@ def _multimarginal_plan(cost: np.ndarray, marginals: list[np.ndarray]) -> np.nda
     renormalised to sum to 1 so that the constraints are consistent in float64.
     """
     marginals = [m / m.sum() for m in marginals]
+    largest = np.abs(cost).max()
+    if not np.isfinite(largest):
+        raise ValueError(
+            "`mixtures`: a tuple of components has a Wasserstein cost that is not finite in "
+            "the mixtures' dtype (their means or covariances are too large); rescale them"
+        )
+    # the solvers' tolerances are absolute: the plan must not depend on the cost's scale,
+    # so the cost is divided by a power of two near its largest entry (exactly)
+    cost = np.ldexp(cost, -np.frexp(largest)[1]) if largest > 0 else cost
     if len(marginals) == 1:
         plan = marginals[0].copy()
     elif len(marginals) == 2:

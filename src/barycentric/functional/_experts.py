@@ -16,6 +16,7 @@ from barycentric._validation import (
     check_decomposable,
     check_finite,
     check_nonnegative,
+    check_not_complex,
     check_positive,
     check_spd,
     promote_floating,
@@ -68,6 +69,7 @@ def prepare_weights(
     shape = torch.Size(shape)
     if weights is None:
         weights = like.new_ones(())
+    check_not_complex(weights, "weights")
     weights = torch.as_tensor(weights, dtype=like.dtype, device=like.device)
     try:
         # numpy's rule is torch's, at a twentieth of the cost (what one small problem pays)
