@@ -25,6 +25,7 @@ from torch.distributions import Categorical, MixtureSameFamily
 from barycentric._families import DIAGONAL, FULL, Family, family_of
 from barycentric._validation import check_not_complex
 from barycentric.functional._experts import prepare_weights
+from barycentric.linalg import power_of_two_scale
 
 __all__ = ["MAX_TUPLES", "gmm_barycenter"]
 
@@ -204,8 +205,18 @@ def gmm_barycenter(
         tuple_loc, tuple_spread, loc.unsqueeze(-2), spread.unsqueeze(-1 - family.spread_dims)
     )
     cost = (weights * distances).sum(-1).reshape(sizes)
+    relative = cost.detach().double()
+    largest = relative.abs().amax()
+    if not bool(torch.isfinite(largest)):
+        raise ValueError(
+            "`mixtures`: a tuple of components has a Wasserstein cost that is not finite in "
+            "the mixtures' dtype (their means or covariances are too large); rescale them"
+        )
+    # the solvers' tolerances are absolute: the plan must not depend on the cost's scale,
+    # so the cost is divided by a power of two near its largest entry (exactly)
+    relative = relative / power_of_two_scale(largest)
     plan = _multimarginal_plan(
-        cost.detach().cpu().double().numpy(), [m.detach().cpu().double().numpy() for m in masses]
+        relative.cpu().numpy(), [m.detach().cpu().double().numpy() for m in masses]
     )
     plan = torch.as_tensor(plan, dtype=cost.dtype, device=cost.device)
     kept = plan.reshape(-1).nonzero().squeeze(-1)
@@ -277,15 +288,6 @@ def _multimarginal_plan(cost: np.ndarray, marginals: list[np.ndarray]) -> np.nda
     renormalised to sum to 1 so that the constraints are consistent in float64.
     """
     marginals = [m / m.sum() for m in marginals]
-    largest = np.abs(cost).max()
-    if not np.isfinite(largest):
-        raise ValueError(
-            "`mixtures`: a tuple of components has a Wasserstein cost that is not finite in "
-            "the mixtures' dtype (their means or covariances are too large); rescale them"
-        )
-    # the solvers' tolerances are absolute: the plan must not depend on the cost's scale,
-    # so the cost is divided by a power of two near its largest entry (exactly)
-    cost = np.ldexp(cost, -np.frexp(largest)[1]) if largest > 0 else cost
     if len(marginals) == 1:
         plan = marginals[0].copy()
     elif len(marginals) == 2:

@@ -26,7 +26,11 @@ from torch.distributions import Distribution, MixtureSameFamily
 
 from barycentric._families import Family, categorical, gather_experts
 from barycentric._validation import check_int, validation_enabled
-from barycentric.functional._experts import normalise_weights, prepare_experts
+from barycentric.functional._experts import (
+    normalise_weights,
+    prepare_experts,
+    standard_where_absent,
+)
 from barycentric.functional.subsets import SubsetSpec, subset_masks
 
 __all__ = ["mixture_of_barycenters", "stratified_rsample"]
@@ -133,9 +137,9 @@ def mixture_of_barycenters(
             safe_weights,
         )
     if not complete:
-        bary_loc = torch.where(present.unsqueeze(-1), bary_loc, 0.0)
-        unit = torch.eye(loc.shape[-1], dtype=loc.dtype, device=loc.device) if family.full else 1.0
-        bary_spread = torch.where(present[(..., *(None,) * family.spread_dims)], bary_spread, unit)
+        bary_loc, bary_spread = standard_where_absent(
+            present, bary_loc, bary_spread, full=family.full
+        )
     mixing = categorical(present.to(raw.dtype))
     return MixtureSameFamily(mixing, family.pack(bary_loc, bary_spread))
 

@@ -29,6 +29,7 @@ __all__ = [
     "normalise_weights",
     "prepare_experts",
     "prepare_weights",
+    "standard_where_absent",
     "weighted_matrix_sum",
     "weighted_spectral_sum",
     "weighted_sum",
@@ -228,9 +229,18 @@ def prepare_experts(
     loc = loc.expand(*batch, loc.shape[-1])
     spread = spread.expand(*batch, *spread.shape[-2 if full else -1 :])
     weights = prepare_weights(weights, batch, loc, normalise=normalise)
-    present = weights > 0
+    loc, spread = standard_where_absent(weights > 0, loc, spread, full=full)
+    check_gaussian(loc, spread, full)
+    return loc, spread, weights
+
+
+def standard_where_absent(
+    present: torch.Tensor, loc: torch.Tensor, spread: torch.Tensor, *, full: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``loc (..., d)`` and ``spread (..., d)`` or ``(..., d, d)`` with the Gaussians where
+    ``present (...)`` is ``False`` replaced by the standard normal (zero mean, unit standard
+    deviations or identity covariance): a finite placeholder whose values nothing reads."""
     loc = torch.where(present.unsqueeze(-1), loc, 0.0)
     unit = torch.eye(loc.shape[-1], dtype=spread.dtype, device=spread.device) if full else 1.0
     spread = torch.where(present[(..., *(None,) * (spread.ndim - present.ndim))], spread, unit)
-    check_gaussian(loc, spread, full)
-    return loc, spread, weights
+    return loc, spread
