@@ -162,3 +162,21 @@ def record_solver_calls(monkeypatch, module, names: tuple[str, ...]) -> list[tup
 
         monkeypatch.setattr(module, name, recording)
     return calls
+
+
+def assert_equal_up_to_rounding(
+    actual: torch.Tensor, expected: torch.Tensor, ulps: int = 64, scale: float | None = None
+) -> None:
+    """``actual`` equals ``expected`` to ``ulps`` units of round-off of ``scale`` (default: the
+    largest finite entry of ``expected``).
+
+    What the library promises for the same arithmetic run with other kernels: a BLAS, or
+    torch's vectorised reductions, may pick other kernels (and so another order of the same
+    additions) for another batch size or on another CPU, so answers computed in batches of
+    different sizes agree to round-off, not bitwise.
+    """
+    eps = torch.finfo(expected.dtype).eps
+    if scale is None:
+        finite = expected[torch.isfinite(expected)]
+        scale = float(finite.abs().max()) if finite.numel() else 1.0
+    torch.testing.assert_close(actual, expected, rtol=ulps * eps, atol=ulps * eps * scale)

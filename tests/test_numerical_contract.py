@@ -14,6 +14,7 @@ import warnings
 
 import pytest
 import torch
+from helpers import assert_equal_up_to_rounding
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from strategies import random_spd, random_weights
@@ -185,8 +186,9 @@ def test_float32_stopping_rule_is_reached_without_warning() -> None:
 @example(seed=0, size=2, broken=0, dtype=F64, how="inf", d=3)  # one left: one problem alone
 @pytest.mark.usefixtures("validation_disabled")
 def test_a_problem_that_cannot_be_solved_stays_in_its_row(seed, size, broken, dtype, how, d):
-    # bitwise, although the solver depends on the batch's size (one problem alone, a few
-    # 2 × 2 problems in Python floats): the broken problem takes no part in choosing it
+    # the same answers, although the solver depends on the batch's size (one problem alone,
+    # a few 2 × 2 problems in Python floats): the broken problem takes no part in choosing
+    # it. To round-off, not bitwise: other batch sizes may take other kernels
     broken %= size
     loc, cov, weights = _problem(seed, 3, d, 1e3, batch=(size,))
     loc, cov, weights = loc.to(dtype), cov.to(dtype), weights.to(dtype)
@@ -198,7 +200,7 @@ def test_a_problem_that_cannot_be_solved_stays_in_its_row(seed, size, broken, dt
     others = [row for row in range(size) if row != broken]
     assert info.converged[others].all()
     _, alone, _ = _solve_quietly(loc[others], cov[others], weights[others])
-    torch.testing.assert_close(bary[others], alone, rtol=0, atol=0)
+    assert_equal_up_to_rounding(bary[others], alone)
 
 
 @pytest.mark.usefixtures("validation_disabled")
@@ -236,7 +238,7 @@ def test_a_hard_problem_does_not_make_the_others_iterate(monkeypatch) -> None:
     # the easy problems leave once converged: the hard one iterates alone after that
     assert sizes == sorted(sizes, reverse=True) and sizes[-1] == 1
     assert sum(sizes) <= 8 * easy[2].iterations + info.iterations
-    torch.testing.assert_close(bary[:8], easy[1], rtol=0, atol=0)
+    assert_equal_up_to_rounding(bary[:8], easy[1])
 
 
 _MARKED = torch.diag(torch.tensor([7.0, 1.0, 1.0], dtype=F64))
@@ -267,9 +269,10 @@ def test_a_decomposition_failure_leaves_the_other_matrices_exact(monkeypatch) ->
     root, (q, h) = sqrtm_psd(a), polar(x)
     keep = [0, 1, 3]
     assert torch.isnan(root[2]).all() and torch.isnan(q[2]).all() and torch.isnan(h[2]).all()
-    assert torch.equal(root[keep], expected_root[keep])
-    assert torch.equal(q[keep], expected_polar[0][keep])
-    assert torch.equal(h[keep], expected_polar[1][keep])
+    # the failed batch is decomposed again in smaller batches: the same answers to round-off
+    assert_equal_up_to_rounding(root[keep], expected_root[keep])
+    assert_equal_up_to_rounding(q[keep], expected_polar[0][keep])
+    assert_equal_up_to_rounding(h[keep], expected_polar[1][keep])
 
 
 def test_a_decomposition_failure_inside_the_solver_is_flagged(monkeypatch) -> None:
@@ -280,7 +283,7 @@ def test_a_decomposition_failure_inside_the_solver_is_flagged(monkeypatch) -> No
     with pytest.warns(RuntimeWarning, match="1 of 3 problems"):
         _, bary, info = wasserstein_barycenter_full(loc, cov, weights, return_info=True)
     assert info.converged.tolist() == [True, False, True]
-    assert torch.equal(bary[[0, 2]], expected[[0, 2]])
+    assert_equal_up_to_rounding(bary[[0, 2]], expected[[0, 2]])
 
 
 def test_issue_reproducer_identity_rows_beside_an_ill_conditioned_row() -> None:

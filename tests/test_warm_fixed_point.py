@@ -12,7 +12,12 @@ import warnings
 
 import pytest
 import torch
-from helpers import fixed_point_problems, record_solver_calls, wasserstein_residual
+from helpers import (
+    assert_equal_up_to_rounding,
+    fixed_point_problems,
+    record_solver_calls,
+    wasserstein_residual,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -140,7 +145,8 @@ def test_newton_steps_of_a_root_do_not_depend_on_the_others() -> None:
     alone = _run_newton(near[None], alone_root, alone_kernel, 1e-10, 4)
     # the near root converges at once, the far one is still going when the steps run out
     assert alone.live.tolist() == [False] and together.live.tolist() == [False, True]
-    torch.testing.assert_close(root[0], alone_root[0], rtol=0, atol=0)
+    # a batch of one and a batch of two: the same arithmetic, perhaps other kernels
+    assert_equal_up_to_rounding(root[0], alone_root[0])
 
 
 def test_ill_conditioned_problems_go_to_the_robust_solver() -> None:
@@ -195,8 +201,9 @@ def test_a_converged_problem_leaves_the_iteration(monkeypatch) -> None:
     alone = warm.solve_warm(easy, easy_weights, max_iter=200, tol=1e-10)
     assert bool(together.converged.all()) and together.iterations > alone.iterations
     assert sizes == sorted(sizes, reverse=True) and sizes[0] == 7 and sizes[-1] == 1
-    # leaving changes nothing in the others: each problem's arithmetic is its own
-    torch.testing.assert_close(together.solution[:6], alone.solution, rtol=0, atol=0)
+    # leaving changes nothing in the others: each problem's arithmetic is its own (to
+    # round-off: batches of other sizes may take other kernels)
+    assert_equal_up_to_rounding(together.solution[:6], alone.solution)
 
 
 def test_a_large_batch_is_solved_in_cache_sized_pieces_with_the_same_answers(
@@ -224,10 +231,11 @@ def test_a_large_batch_is_solved_in_cache_sized_pieces_with_the_same_answers(
     assert chunked.iterations == max(steps for _, steps in pieces) == whole.iterations
     assert chunked.accepted.tolist() == whole.accepted.tolist() == [True] * 6 + [False] + [True] * 5
     accepted = whole.accepted
-    for field in ("solution", "residual", "converged"):
-        torch.testing.assert_close(
-            getattr(chunked, field)[accepted], getattr(whole, field)[accepted], rtol=0, atol=0
-        )
+    # pieces of four and a batch of twelve: the same arithmetic, perhaps other kernels (75
+    # of 275 entries differed by up to 1.3e-15 on an AMD EPYC); residuals are relative
+    assert_equal_up_to_rounding(chunked.solution[accepted], whole.solution[accepted])
+    assert_equal_up_to_rounding(chunked.residual[accepted], whole.residual[accepted], scale=1.0)
+    assert chunked.converged[accepted].tolist() == whole.converged[accepted].tolist()
     assert bool(whole.converged[accepted].all())
 
 
