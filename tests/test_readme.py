@@ -27,3 +27,12 @@ def test_citation_version_is_the_package_version() -> None:
 
     citation = (README.parent / "CITATION.cff").read_text()
     assert f"version: {barycentric.__version__}\n" in citation
+
+
+def test_changelog_latest_release_is_the_package_version() -> None:
+    import barycentric
+
+    changelog = (README.parent / "docs" / "changelog.rst").read_text()
+    releases = re.findall(r"^(\S[^\n]*)\n-+\n", changelog, flags=re.MULTILINE)
+    assert releases, "docs/changelog.rst has no release heading"
+    assert releases[0] == barycentric.__version__
