@@ -175,7 +175,7 @@ def empirical_barycenter(
     centred and divided by powers of two before its squared distances are formed, and
     the cost and ``reg`` reach POT divided by one power of two near the larger of the
     two, ``reg`` divided in float64: so a ``reg`` given as a Python float below the
-    range of a float32 cost (``support`` near :math:`10^{-25}`, say) is still exact.
+    range of float32 (``support`` near :math:`10^{-25}`, say) keeps all its digits.
 
     Gradients. ``"sinkhorn"`` differentiates through the unrolled iterations, so
     gradients reach ``samples``, ``weights``, ``cost`` or ``support``, and ``reg`` if it
