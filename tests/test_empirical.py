@@ -8,7 +8,7 @@ import numpy as np
 import ot
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from barycentric.empirical import empirical_barycenter
@@ -141,6 +141,28 @@ def test_free_support_is_translation_equivariant() -> None:
     atoms, _ = empirical_barycenter(clouds, [0.2, 0.3, 0.5])
     shifted, _ = empirical_barycenter([c + shift for c in clouds], [0.2, 0.3, 0.5])
     torch.testing.assert_close(shifted, atoms + shift)
+
+
+@settings(max_examples=30, deadline=None)
+@given(dtype=st.sampled_from([torch.float32, torch.float64]), exponent=st.floats(-30.0, 30.0))
+@example(dtype=torch.float32, exponent=-25.0)
+@example(dtype=torch.float32, exponent=20.0)
+def test_free_support_is_scale_equivariant_in_every_dtype(
+    dtype: torch.dtype, exponent: float
+) -> None:
+    # the clouds' spread was squared in their dtype: in float32 wrong atoms below a spread
+    # of about 1e-23, and zeros with POT's "Problem infeasible" above about 1.8e19
+    factor = 10.0**exponent
+    clouds = _clouds(0, (6, 6), 2)
+    atoms, _ = empirical_barycenter(clouds)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        scaled, masses = empirical_barycenter([(factor * cloud).to(dtype) for cloud in clouds])
+    assert scaled.dtype == masses.dtype == dtype
+    tolerance = 1e-5 if dtype is torch.float32 else 1e-12
+    torch.testing.assert_close(
+        scaled.double() / factor, atoms, rtol=tolerance, atol=tolerance * atoms.abs().max()
+    )
 
 
 @settings(max_examples=20, deadline=None)
@@ -282,6 +304,59 @@ def test_sinkhorn_that_does_not_converge_warns_once_at_the_caller() -> None:
     assert [w.category for w in caught] == [RuntimeWarning]
     assert "numItermax=5" in str(caught[0].message)
     assert caught[0].filename == __file__
+
+
+def _two_bumps(n: int) -> torch.Tensor:
+    """Two histograms on the grid of ``n`` points: bumps at 0.2 and 0.8."""
+    x = _grid(n).squeeze(1)
+    return torch.stack(
+        [torch.softmax(-(((x - 0.2) / 0.1) ** 2), 0), torch.softmax(-(((x - 0.8) / 0.15) ** 2), 0)],
+        1,
+    )
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    dtype=st.sampled_from([torch.float32, torch.float64]),
+    exponent=st.floats(-30.0, 30.0),
+    geometry=st.sampled_from(["support", "cost"]),
+)
+@example(dtype=torch.float32, exponent=-25.0, geometry="support")
+@example(dtype=torch.float32, exponent=-18.0, geometry="cost")
+@example(dtype=torch.float32, exponent=-20.0, geometry="support")
+def test_sinkhorn_is_scale_equivariant_in_every_dtype(
+    dtype: torch.dtype, exponent: float, geometry: str
+) -> None:
+    # the cost was formed and `reg` cast in the data's dtype: in float32 `reg` underflowed
+    # to 0 below a support of about 1e-22 (an error blaming `reg`), and the cost went
+    # subnormal below about 1e-19 (a histogram off by 1e-4, silently)
+    if dtype is torch.float32 and geometry == "cost":
+        assume(abs(exponent) <= 18)  # the cost ∝ factor² within float32's normal range
+    factor = 10.0**exponent
+    histograms, support = _two_bumps(9), _grid(9)
+    _, expected = empirical_barycenter(histograms, method="sinkhorn", support=support, reg=0.05)
+    if geometry == "support":
+        given_geometry = {"support": (factor * support).to(dtype)}
+    else:
+        given_geometry = {"cost": (factor**2 * ot.dist(support, support)).to(dtype)}
+    _, histogram = empirical_barycenter(
+        histograms.to(dtype), method="sinkhorn", reg=0.05 * factor**2, **given_geometry
+    )
+    assert histogram.dtype == dtype
+    tolerance = 1e-6 if dtype is torch.float32 else 1e-13
+    torch.testing.assert_close(histogram.double(), expected, rtol=0, atol=tolerance)
+
+
+@pytest.mark.parametrize("shift", [1e3, -1e4, 1e5])
+def test_sinkhorn_is_translation_invariant_in_float32(shift: float) -> None:
+    # POT's squared distances ‖x‖² + ‖y‖² − 2⟨x, y⟩ cancelled the offset in float32: a
+    # histogram off by 0.03 at 1e3, 0.2 at 1e4, with no warning
+    histograms, support = _two_bumps(9), _grid(9)
+    _, expected = empirical_barycenter(histograms, method="sinkhorn", support=support, reg=0.05)
+    _, histogram = empirical_barycenter(
+        histograms.float(), method="sinkhorn", support=(support + shift).float(), reg=0.05
+    )
+    torch.testing.assert_close(histogram.double(), expected, rtol=0, atol=1e-6)
 
 
 def test_sinkhorn_gradient_reaches_support_and_reg() -> None:

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import doctest
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
 
 import numpy as np
 import ot
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 from torch.distributions import (
     Categorical,
@@ -92,6 +97,20 @@ def _mw2_objective(barycenter: MixtureSameFamily, mixtures, weights) -> float:
 
 def test_docstring_example_runs() -> None:
     assert doctest.testmod(gmm, raise_on_error=True).attempted > 0
+
+
+def test_importing_the_package_imports_neither_pot_nor_scipy() -> None:
+    # POT (which imports scikit-learn) and SciPy, imported eagerly by gmm and empirical,
+    # made `import barycentric` take longer than `import torch`: they load on first use
+    source = str(Path(bc.__file__).parents[1])
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join([source, *sys.path])}
+    code = "import sys, barycentric; print(' '.join({m.split('.')[0] for m in sys.modules}))"
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=environment
+    )
+    loaded = set(result.stdout.split())
+    assert "barycentric" in loaded
+    assert not loaded & {"ot", "scipy", "sklearn"}
 
 
 # --- closed forms -------------------------------------------------------------------
@@ -261,6 +280,81 @@ def test_scale_equivariance_of_the_plan(seed: int, factor: float) -> None:
     torch.testing.assert_close(objective_s / factor**2, objective, rtol=1e-9, atol=0)
 
 
+def _pushed(mixture: MixtureSameFamily, factor: float, dtype: torch.dtype) -> MixtureSameFamily:
+    """``mixture`` (float64) pushed forward by ``x -> factor x`` in float64, then cast."""
+    components = mixture.component_distribution
+    if isinstance(components, MultivariateNormal):
+        loc, cov = factor * components.loc, factor**2 * components.covariance_matrix
+        pushed = MultivariateNormal(loc.to(dtype), cov.to(dtype))
+    else:
+        loc, scale = factor * components.mean, factor * components.stddev
+        pushed = Independent(Normal(loc.to(dtype), scale.to(dtype)), 1)
+    return MixtureSameFamily(Categorical(mixture.mixture_distribution.probs.to(dtype)), pushed)
+
+
+def _equivariance_mixtures(kind: str, count: int, seed: int) -> list[MixtureSameFamily]:
+    make = {"full": [_full_gmm], "diag": [_diag_gmm], "mixed": [_diag_gmm, _full_gmm]}[kind]
+    return [make[k % len(make)](3 * seed + k, 2 + k % 2, 2) for k in range(count)]
+
+
+def _spread_first(mixture: MixtureSameFamily) -> tuple[torch.Tensor, ...]:
+    """Means, standard deviations (diagonal) or Cholesky factors (full) and weights sorted by
+    mean: quantities that scale like the mixture."""
+    components = mixture.component_distribution
+    order = torch.as_tensor(np.lexsort(components.mean.detach().numpy().T[::-1]).copy())
+    if isinstance(components, MultivariateNormal):
+        spread = components.scale_tril
+    else:  # `stddev` is `variance.sqrt()`, which underflows in float32 at 1e-25
+        spread = components.base_dist.scale
+    probs = mixture.mixture_distribution.probs
+    return components.mean[order], spread[order], probs[order]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    kind=st.sampled_from(["diag", "full", "mixed"]),
+    count=st.sampled_from([2, 3]),
+    seed=st.integers(0, 3),
+    dtype=st.sampled_from([torch.float32, F64]),
+    exponent=st.floats(-30.0, 30.0),
+)
+@example(kind="diag", count=2, seed=0, dtype=torch.float32, exponent=-25.0)
+@example(kind="mixed", count=3, seed=1, dtype=torch.float32, exponent=-16.0)
+@example(kind="full", count=2, seed=2, dtype=torch.float32, exponent=17.0)
+def test_scale_equivariance_in_every_dtype(
+    kind: str, count: int, seed: int, dtype: torch.dtype, exponent: float
+) -> None:
+    # float32 costs at scale 1e-25 underflowed to 0 and took the other plan; at 1e19 they
+    # overflowed. The oracle is the float64 problem at unit scale: the plan must be its
+    # plan, the components its components pushed forward, the objective its times factor².
+    if dtype is torch.float32 and kind != "diag":
+        assume(abs(exponent) <= 17)  # covariances ∝ factor² within float32's normal range
+    factor = 10.0**exponent
+    mixtures = _equivariance_mixtures(kind, count, seed)
+    mu, plan, objective = bc.gmm_barycenter(mixtures, return_plan=True)
+    scaled = [_pushed(mixture, factor, dtype) for mixture in mixtures]
+    expected = objective.item() * factor**2
+    info = torch.finfo(dtype)
+    representable = info.tiny <= expected <= info.max
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        mu_s, plan_s, objective_s = bc.gmm_barycenter(scaled, return_plan=True)
+    messages = [str(w.message) for w in caught if "objective" in str(w.message)]
+    assert len(messages) == (0 if representable else 1), messages
+    assert mu_s.mixture_distribution.probs.dtype == plan_s.dtype == objective_s.dtype == dtype
+    rtol = 1e-4 if dtype is torch.float32 else 1e-9
+    torch.testing.assert_close(plan_s.double(), plan, rtol=0, atol=rtol)
+    for actual, oracle, power in zip(
+        _spread_first(mu_s), _spread_first(mu), (1, 1, 0), strict=True
+    ):
+        scaled_back = actual.double() / factor**power
+        torch.testing.assert_close(scaled_back, oracle, rtol=rtol, atol=rtol * oracle.abs().max())
+    if representable:
+        torch.testing.assert_close(objective_s.double() / factor**2, objective, rtol=rtol, atol=0)
+    else:
+        assert f"{objective.item() * factor**2:.4e}"[:6] in messages[0]
+
+
 def test_translation_equivariance() -> None:
     mixtures = [_full_gmm(0, 3, 2), _full_gmm(1, 2, 2), _full_gmm(2, 3, 2)]
     shift = torch.tensor([5.0, -2.0], dtype=F64)
@@ -423,10 +517,10 @@ def _bad_cases() -> list[tuple[object, dict, str]]:
         Categorical(torch.ones(101)),
         Independent(Normal(torch.zeros(101, 1), torch.ones(101, 1)), 1),
     )
-    # float32 means 4e19 apart: finite, but their squared distance is not
+    # an infinite mean passes torch's checks (`real_vector` refuses only NaN)
     far = MixtureSameFamily(
         Categorical(torch.ones(2)),
-        MultivariateNormal(torch.tensor([[-2e19, 0.0], [2e19, 0.0]]), torch.eye(2)),
+        MultivariateNormal(torch.tensor([[-torch.inf, 0.0], [2.0, 0.0]]), torch.eye(2)),
     )
     return [
         ([], {}, "`mixtures` is an empty"),
@@ -444,7 +538,7 @@ def _bad_cases() -> list[tuple[object, dict, str]]:
         ([nu, nu], {"weights": [1.0]}, r"`weights` must have shape \(2,\)"),
         ([nu, nu], {"weights": [1.0, 1j]}, "`weights` must be real"),
         ([nu, nu], {"weights": torch.tensor([1 + 0j, 1 + 3j])}, "`weights` must be real"),
-        ([far, far], {}, "`mixtures`: a tuple of components has a Wasserstein cost"),
+        ([nu, far], {}, r"`mixtures\[1\].component_distribution` contains NaN or infinite"),
         ([big, big, big], {}, "`mixtures` have 101 x 101 x 101 = 1030301 component tuples"),
     ]
 

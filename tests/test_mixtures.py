@@ -18,9 +18,12 @@ from helpers import (
     validation,  # noqa: F401 (a fixture)
 )
 from strategies import random_weights
+from torch.distributions import Independent, Normal
 
 import barycentric as bc
+from barycentric import mixtures as mixtures_module
 from barycentric.functional import subset_masks
+from barycentric.functional import subsets as subsets_module
 
 M, D, B = 3, 2, 2
 DIVERGENCES = ["wasserstein", "reverse_kl", "forward_kl"]
@@ -255,3 +258,18 @@ def test_empty_batch_gives_an_empty_mixture(family, divergence, subsets, generat
     count = whole.mixture_distribution.probs.shape[-1]
     assert empty.component_distribution.batch_shape == (0, count)
     assert bc.stratified_rsample(empty, 3).shape == (3, 0, count, D)
+
+
+def test_all_subsets_of_many_experts_are_refused_before_any_work(monkeypatch) -> None:
+    # M = 40 ran a 24 GB machine out of memory, M = 64 spent 43 s enumerating: both the
+    # enumeration and the experts' preparation are replaced by failures, so the error must
+    # come first (and this test cannot allocate on any code)
+    def forbidden(*args: object, **kwargs: object) -> None:
+        raise AssertionError("work started before the subsets were checked")
+
+    monkeypatch.setattr(subsets_module, "_combinations", forbidden)
+    monkeypatch.setattr(mixtures_module, "prepare_experts", forbidden)
+    for m in (17, 40, 64):
+        experts = Independent(Normal(torch.zeros(m, 1), torch.ones(m, 1)), 1)
+        with pytest.raises(ValueError, match=f"asks for {2**m - 1} subsets of {m} experts"):
+            bc.mixture_of_barycenters(experts, "all")

@@ -10,6 +10,11 @@ import pytest
 import torch
 
 from barycentric.functional import subset_masks
+from barycentric.functional import subsets as subsets_module
+
+
+def _enumeration_forbidden(*args: object) -> None:
+    raise AssertionError("the subsets were enumerated")
 
 
 @pytest.mark.parametrize("m", [1, 2, 3, 5, 10])
@@ -87,3 +92,30 @@ def test_device_is_respected() -> None:
 def test_bad_subsets_raise(subsets) -> None:
     with pytest.raises(ValueError, match="subsets"):
         subset_masks(subsets, 3)
+
+
+def test_too_many_subsets_are_refused_before_any_enumeration(monkeypatch) -> None:
+    # "all" of 40 experts (2^40 - 1 subsets) ran a 24 GB machine out of memory; the
+    # enumeration is replaced by a failure, so that this test cannot allocate either way
+    monkeypatch.setattr(subsets_module, "_combinations", _enumeration_forbidden)
+    with pytest.raises(
+        ValueError,
+        match=r"`subsets`='all' asks for 1099511627775 subsets of 40 experts, more than "
+        r"MAX_SUBSETS = 65536; pass the subsets you need as a bool tensor of shape \(S, 40\)",
+    ):
+        subset_masks("all", 40)
+    with pytest.raises(ValueError, match=r"`subsets`=20 asks for 137846528820 subsets of 40"):
+        subset_masks(20, 40)
+    with pytest.raises(ValueError, match="`subsets`='singletons' asks for 100000 subsets"):
+        subset_masks("singletons", 100_000)
+
+
+@pytest.mark.parametrize(("spec", "m", "count"), [("all", 3, 7), ("singletons", 5, 5), (2, 4, 6)])
+def test_the_limit_is_max_subsets_and_spares_explicit_subsets(monkeypatch, spec, m, count) -> None:
+    monkeypatch.setattr(subsets_module, "MAX_SUBSETS", count - 1)
+    with pytest.raises(ValueError, match=f"asks for {count} subsets of {m} experts"):
+        subset_masks(spec, m)
+    explicit = torch.ones(count, m, dtype=torch.bool)
+    assert torch.equal(subset_masks(explicit, m), explicit)
+    monkeypatch.setattr(subsets_module, "MAX_SUBSETS", count)
+    assert subset_masks(spec, m).shape == (count, m)

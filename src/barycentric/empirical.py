@@ -17,7 +17,6 @@ import warnings
 from collections.abc import Sequence
 
 import numpy as np
-import ot
 import torch
 
 from barycentric._validation import (
@@ -169,6 +168,15 @@ def empirical_barycenter(
     device. Float16 and bfloat16 clouds are computed in float32 (POT's network simplex
     takes no other) and returned in their dtype.
 
+    Scale. Every result is equivariant under scaling the data, in every dtype, for data
+    the dtype holds: ``"free_support"`` atoms scale with the clouds (see ``stopThr``
+    above), and the ``"sinkhorn"`` histogram is the same for ``support`` scaled by
+    :math:`c` (or ``cost`` by :math:`c^2`) and ``reg`` by :math:`c^2`. The support is
+    centred and divided by powers of two before its squared distances are formed, and
+    the cost and ``reg`` reach POT divided by one power of two near the larger of the
+    two, ``reg`` divided in float64: so a ``reg`` given as a Python float below the
+    range of float32 (``support`` near :math:`10^{-25}`, say) keeps all its digits.
+
     Gradients. ``"sinkhorn"`` differentiates through the unrolled iterations, so
     gradients reach ``samples``, ``weights``, ``cost`` or ``support``, and ``reg`` if it
     is a tensor. ``"free_support"`` treats the transport plans as constants (they are
@@ -277,13 +285,15 @@ def _free_support(
         check_finite(init, "init")
     k = init.shape[0]
     # POT stops on an absolute displacement: solved at the data's scale, divided out exactly
-    # (a power of two), the atoms scale with the data and `stopThr` is relative to it
-    scale = _spread_scale(clouds)
+    # (powers of two), the atoms scale with the data and `stopThr` is relative to it
+    magnitude, spread = _spread_scale(clouds)
     b = torch.full((k,), 1.0 / k, dtype=work, device=first.device)
+    import ot  # imported here: POT takes longer to import than torch
+
     atoms, log = ot.lp.free_support_barycenter(
-        [cloud / scale for cloud in clouds],
+        [cloud / magnitude / spread for cloud in clouds],
         masses,
-        init / scale,
+        init / magnitude / spread,
         b=b,
         weights=lam,
         log=True,
@@ -298,15 +308,21 @@ def _free_support(
             RuntimeWarning,
             stacklevel=3,
         )
-    return (atoms * scale).to(first.dtype), b.to(first.dtype)
+    return (atoms * spread * magnitude).to(first.dtype), b.to(first.dtype)
 
 
-def _spread_scale(clouds: list[torch.Tensor]) -> torch.Tensor:
-    """A power of two near the root-mean-square distance of all the clouds' points from their
-    mean (detached; 1/2 when every point is the same)."""
+def _spread_scale(clouds: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two powers of two (detached) whose product is near the root-mean-square distance of
+    all the clouds' points from their mean: ``magnitude`` near the largest coordinate, and
+    ``spread`` near that distance in units of ``magnitude`` (1/2 when every point is the
+    same). The distance is measured in units of ``magnitude``, where its squares neither
+    underflow nor overflow, and the two are kept apart because their product may not be
+    representable near the dtype's largest number."""
     points = torch.cat(clouds).detach()
+    magnitude = power_of_two_scale(points.abs().amax())
+    points = points / magnitude
     spread = (points - points.mean(0)).square().sum(-1).mean().sqrt()
-    return power_of_two_scale(spread)
+    return magnitude, power_of_two_scale(spread)
 
 
 def _sinkhorn(
@@ -330,22 +346,34 @@ def _sinkhorn(
     reg_value = math.nan if reg is None else check_real(reg, "reg", minimum=-math.inf)
     if not 0 < reg_value < math.inf:
         raise ValueError(f"`reg` must be a finite positive number for method='sinkhorn', got {reg}")
-    reg = _like(reg, histograms, "reg")
+    check_not_complex(reg, "reg")
     if (cost is None) == (support is None):
         raise ValueError(
             "method='sinkhorn' needs exactly one of `cost` (n, n) and `support` (n, d)"
         )
+    import ot  # imported here: POT takes longer to import than torch
+
     if cost is not None:
         cost = _like(cost, histograms, "cost")
         if cost.shape != (n, n):
             raise ValueError(f"`cost` must have shape ({n}, {n}), got {tuple(cost.shape)}")
         check_finite(cost, "cost")
+        units = []
     else:
         support = _like(support, histograms, "support")
         if support.ndim != 2 or support.shape[0] != n:
             raise ValueError(f"`support` must have shape ({n}, d), got {tuple(support.shape)}")
         check_finite(support, "support")
-        cost = ot.dist(support, support)
+        # the squared distances are formed from centred points of magnitude near 1: POT's
+        # ‖x‖² + ‖y‖² − 2⟨x, y⟩ neither overflows nor cancels the points' common offset
+        magnitude = power_of_two_scale(support.detach().abs().amax())
+        points = support / magnitude
+        points = points - points.mean(0)
+        length = power_of_two_scale(points.detach().abs().amax())
+        points = points / length
+        cost = ot.dist(points, points)
+        units = [magnitude, magnitude, length, length]
+    cost, reg, ratio = _kernel_arguments(cost, reg, units)
     with warnings.catch_warnings():
         # POT transposes the 1-D weights with `.T`, which torch deprecates: POT's to fix,
         # nothing the caller can act on.
@@ -361,9 +389,8 @@ def _sinkhorn(
     if validation_enabled() and not bool(all_finite(barycenter)):
         raise ValueError(
             f"the Sinkhorn barycenter is not finite: `reg`={reg_value:.3g} is too small for "
-            f"the scale of the cost (largest entry {cost.max().item():.3g}), so "
-            f"exp(-cost / reg) underflows in {histograms.dtype}; increase `reg` or rescale "
-            "the cost"
+            f"the scale of the cost (its largest entry is {ratio:.3g} times `reg`), so "
+            f"exp(-cost / reg) underflows in {histograms.dtype}; increase `reg`"
         )
     # POT measures the spread every 10 iterations and stops as soon as it is below stopThr.
     spread = log["err"][-1].item() if log["err"] else math.inf
@@ -377,6 +404,37 @@ def _sinkhorn(
             stacklevel=3,
         )
     return support, barycenter
+
+
+def _kernel_arguments(
+    cost: torch.Tensor, reg: float | torch.Tensor, units: list[torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor, float]:
+    r"""The cost and ``reg`` in a common unit, a power of two near the larger of the two, and
+    the ratio of the largest cost to ``reg``.
+
+    POT's kernel :math:`e^{-C/\varepsilon}` depends on :math:`C / \varepsilon` only, so
+    dividing both by one power of two changes no digit of it, and in that unit neither
+    underflows nor overflows for any cost and ``reg`` the dtype holds. ``cost`` is given in
+    units of the product of the powers of two ``units`` (those of a normalised support);
+    ``reg`` is divided by them and by the common unit in float64 on the host, where no
+    quotient on the way underflows or overflows, then put in the cost's dtype and device.
+    """
+    if isinstance(reg, torch.Tensor):
+        value = reg.to("cpu", torch.float64)
+    else:
+        value = torch.tensor(float(reg), dtype=torch.float64)
+    for unit in units:
+        value = value / float(unit)
+    largest, reg_value = float(cost.detach().abs().amax()), float(value.detach())
+    if largest == 0:  # one point: the kernel is 1 whatever reg, which may be out of range
+        return cost, (value / reg_value).to(cost.device, cost.dtype), 0.0
+    common = power_of_two_scale(torch.tensor(max(largest, reg_value), dtype=torch.float64))
+    # held within the cost's dtype: a reg beyond its range makes no digit of C / reg differ
+    info = torch.finfo(cost.dtype)
+    common = common.clamp(info.tiny, float(power_of_two_scale(torch.tensor(info.max))))
+    value = value / common
+    ratio = largest / reg_value
+    return cost / common.to(cost.device, cost.dtype), value.to(cost.device, cost.dtype), ratio
 
 
 def _floating(x: Array, name: str) -> torch.Tensor:

@@ -12,18 +12,16 @@ on the mixing weights is solved on the CPU.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
-import ot
-import scipy.optimize
-import scipy.sparse
 import torch
 from torch.distributions import Categorical, MixtureSameFamily
 
 from barycentric._families import DIAGONAL, FULL, Family, family_of
-from barycentric._validation import check_not_complex
+from barycentric._validation import check_finite, check_not_complex
 from barycentric.functional._experts import prepare_weights
 from barycentric.linalg import power_of_two_scale
 
@@ -126,18 +124,31 @@ def gmm_barycenter(
         Naming the argument, for: an empty ``mixtures``; an entry that is not a
         ``MixtureSameFamily`` of Gaussians, is batched or has no components; event size 0
         or different event sizes; ``weights`` with the wrong number of entries, negative,
-        NaN or infinite, complex, or all zero; more than :data:`MAX_TUPLES` (:math:`10^6`)
-        tuples; a tuple whose cost is not finite in the mixtures' dtype.
+        NaN or infinite, complex, or all zero; a mean or covariance that is not finite
+        (when torch.distributions' validation is off, from the cost it makes); more than
+        :data:`MAX_TUPLES` (:math:`10^6`) tuples.
+
+    Warns
+    -----
+    RuntimeWarning
+        With ``return_plan``, when the objective is outside the normal range of the
+        mixtures' dtype (it scales with the square of the mixtures: in float32, mixtures
+        whose components are about :math:`10^{19}` apart, or :math:`10^{-19}`); the warning
+        gives its value. The barycenter and the plan are unaffected.
 
     Notes
     -----
     **Size.** Memory and time grow with :math:`\prod_k J_k` (every tuple's barycenter and
     cost are formed), which is therefore capped at :data:`MAX_TUPLES`.
 
-    **Scale.** The linear program's solvers (the network simplex, HiGHS) stop on absolute
-    tolerances, so they see the costs divided by a power of two near the largest one: the
-    plan is the same for the mixtures scaled by any factor, and the objective scales
-    with its square.
+    **Scale.** The means are divided by a power of two near their largest magnitude and
+    the covariances by the square of one near the largest standard deviation before any
+    barycenter or cost is formed, and the results multiplied back (exactly): nothing
+    underflows or overflows on the way for any mixture the dtype holds. The linear
+    program's solvers (the network simplex, HiGHS) stop on absolute tolerances, so they
+    see the costs, in float64, divided by a power of two near the largest one. The plan is
+    therefore the same for the mixtures scaled by any factor, the components scale with
+    it, and the objective with its square.
 
     **Gradients.** The components :math:`B_t` and the objective are differentiable with
     respect to the components' means, scales or covariances and to ``weights``. The plan
@@ -179,7 +190,7 @@ def gmm_barycenter(
     >>> objective  # λ0 λ1 MW2²(ν0, ν1) = 1/4 · (½ (2² + 2²) + ½ (2² + 0))
     tensor(1.5000)
     """
-    family, locs, spreads, masses = _unpack_mixtures(mixtures)
+    family, params, masses = _unpack_mixtures(mixtures)
     sizes = tuple(len(mass) for mass in masses)
     count = math.prod(sizes)
     if count > MAX_TUPLES:
@@ -187,6 +198,7 @@ def gmm_barycenter(
             f"`mixtures` have {' x '.join(map(str, sizes))} = {count} component tuples, more "
             f"than MAX_TUPLES = {MAX_TUPLES}; the multi-marginal problem would not fit"
         )
+    locs, spreads, loc_scale, spread_scale = _normalised(family, params)
     if weights is not None:
         check_not_complex(weights, "weights")
         weights = torch.as_tensor(weights, dtype=locs[0].dtype, device=locs[0].device)
@@ -201,47 +213,58 @@ def gmm_barycenter(
     loc, spread = family.wasserstein(
         tuple_loc, tuple_spread, weights, max_iter=max_iter, tol=tol, backward=backward
     )
-    distances = family.distance(
-        tuple_loc, tuple_spread, loc.unsqueeze(-2), spread.unsqueeze(-1 - family.spread_dims)
-    )
-    cost = (weights * distances).sum(-1).reshape(sizes)
-    relative = cost.detach().double()
+    # W2² = ‖Δμ‖² + Bures²: each term in its own unit, loc_scale² and spread_scale²
+    mean_cost = (weights * (tuple_loc - loc.unsqueeze(-2)).square().sum(-1)).sum(-1)
+    origin = loc.new_zeros(loc.shape[-1])
+    bures = family.distance(origin, tuple_spread, origin, spread.unsqueeze(-1 - family.spread_dims))
+    spread_cost = (weights * bures).sum(-1)
+    # the LP's cost in float64, in the unit of the larger scale's square (powers of two)
+    unit = torch.maximum(loc_scale, spread_scale).double()
+    relative = (
+        mean_cost.detach().double() * (loc_scale.double() / unit) ** 2
+        + spread_cost.detach().double() * (spread_scale.double() / unit) ** 2
+    ).reshape(sizes)
     largest = relative.abs().amax()
     if not bool(torch.isfinite(largest)):
         raise ValueError(
-            "`mixtures`: a tuple of components has a Wasserstein cost that is not finite in "
-            "the mixtures' dtype (their means or covariances are too large); rescale them"
+            "`mixtures`: a tuple of components has a Wasserstein cost that is not finite "
+            "(a mean or a covariance is not finite)"
         )
-    # the solvers' tolerances are absolute: the plan must not depend on the cost's scale,
-    # so the cost is divided by a power of two near its largest entry (exactly)
-    relative = relative / power_of_two_scale(largest)
+    # the solvers' tolerances are absolute: the cost goes in divided by a power of two
+    # near its largest entry (exactly), so the plan does not depend on the cost's scale
     plan = _multimarginal_plan(
-        relative.cpu().numpy(), [m.detach().cpu().double().numpy() for m in masses]
+        (relative / power_of_two_scale(largest)).cpu().numpy(),
+        [m.detach().cpu().double().numpy() for m in masses],
     )
-    plan = torch.as_tensor(plan, dtype=cost.dtype, device=cost.device)
+    plan = torch.as_tensor(plan, dtype=loc.dtype, device=loc.device)
     kept = plan.reshape(-1).nonzero().squeeze(-1)
+    spread_unit = spread_scale * spread_scale if family.full else spread_scale
     mixture = MixtureSameFamily(
-        Categorical(probs=plan.reshape(-1)[kept]), family.pack(loc[kept], spread[kept])
+        Categorical(probs=plan.reshape(-1)[kept]),
+        family.pack(loc[kept] * loc_scale, spread[kept] * spread_unit),
     )
-    if return_plan:
-        return mixture, plan, (plan * cost).sum()
-    return mixture
+    if not return_plan:
+        return mixture
+    flat = plan.reshape(-1)
+    objective = (flat * mean_cost).sum() * loc_scale * loc_scale + (
+        flat * spread_cost
+    ).sum() * spread_scale * spread_scale
+    _warn_unrepresentable(objective, float((plan.double().cpu() * relative.cpu()).sum()), unit)
+    return mixture, plan, objective
 
 
 def _unpack_mixtures(
     mixtures: Sequence[MixtureSameFamily],
-) -> tuple[Family, list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
-    """Check the mixtures; return their family and per-mixture locs, spreads and weights.
-
-    Diagonal mixtures are converted to full covariances when any mixture is full.
-    """
+) -> tuple[Family, list[tuple[Family, torch.Tensor, torch.Tensor]], list[torch.Tensor]]:
+    """Check the mixtures; return the family of the barycenter (full covariance if any
+    mixture is), every mixture's family, locs and spreads, and every mixture's weights."""
     if not isinstance(mixtures, Sequence):
         raise ValueError(
             f"`mixtures` must be a sequence of MixtureSameFamily, got {type(mixtures).__name__}"
         )
     if len(mixtures) == 0:
         raise ValueError("`mixtures` is an empty sequence")
-    families, params, masses = [], [], []
+    params, masses = [], []
     for i, mixture in enumerate(mixtures):
         name = f"mixtures[{i}]"
         if not isinstance(mixture, MixtureSameFamily):
@@ -254,16 +277,61 @@ def _unpack_mixtures(
         family = family_of(mixture.component_distribution, f"{name}.component_distribution")
         if mixture.component_distribution.batch_shape[-1] == 0:
             raise ValueError(f"`{name}` has no components")
-        families.append(family)
-        params.append(family.unpack(mixture.component_distribution))
+        loc, spread = family.unpack(mixture.component_distribution)
+        check_finite(loc, f"{name}.component_distribution")
+        check_finite(spread, f"{name}.component_distribution")
+        params.append((family, loc, spread))
         masses.append(mixture.mixture_distribution.probs)
-    sizes = {loc.shape[-1] for loc, _ in params}
+    sizes = {loc.shape[-1] for _, loc, _ in params}
     if len(sizes) > 1:
         raise ValueError(f"`mixtures` have different event sizes {sorted(sizes)}")
-    if all(family is DIAGONAL for family in families):
-        return DIAGONAL, [loc for loc, _ in params], [scale for _, scale in params], masses
-    spreads = [f.to_full(spread) for f, (_, spread) in zip(families, params, strict=True)]
-    return FULL, [loc for loc, _ in params], spreads, masses
+    family = DIAGONAL if all(family is DIAGONAL for family, _, _ in params) else FULL
+    return family, params, masses
+
+
+def _normalised(
+    family: Family, params: list[tuple[Family, torch.Tensor, torch.Tensor]]
+) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor, torch.Tensor]:
+    """The locs divided by a power of two ``loc_scale`` near their largest magnitude, and
+    the spreads, as ``family``'s, in units of a power of two ``spread_scale`` near the
+    largest standard deviation (covariances divided by its square); and the two scales.
+
+    Diagonal spreads are divided before they are squared into covariances, so neither
+    underflows nor overflows for any parameters the dtype holds.
+    """
+    magnitudes, deviations = [], []
+    for own, loc, spread in params:
+        magnitudes.append(loc.detach().abs().amax())
+        variances = spread.detach().diagonal(dim1=-2, dim2=-1) if own.full else None
+        deviations.append(spread.detach().amax() if variances is None else variances.amax().sqrt())
+    loc_scale = power_of_two_scale(torch.stack(magnitudes).amax())
+    spread_scale = power_of_two_scale(torch.stack(deviations).amax())
+    locs, spreads = [], []
+    for own, loc, spread in params:
+        locs.append(loc / loc_scale)
+        if own.full:
+            spreads.append(spread / spread_scale / spread_scale)
+        else:
+            scaled = spread / spread_scale
+            spreads.append(own.to_full(scaled) if family.full else scaled)
+    return locs, spreads, loc_scale, spread_scale
+
+
+def _warn_unrepresentable(objective: torch.Tensor, relative: float, unit: torch.Tensor) -> None:
+    """Warn if ``objective``, whose value is ``relative · unit²``, overflowed or underflowed
+    its dtype (beyond the normal range: subnormals have lost digits)."""
+    info = torch.finfo(objective.dtype)
+    value = abs(float(objective.detach()))
+    if relative <= 0 or info.tiny <= value <= info.max:
+        return
+    exponent = math.log10(relative) + 2 * math.log10(float(unit))
+    warnings.warn(
+        f"the objective, {10 ** (exponent % 1):.4f}e{math.floor(exponent):+d}, is outside the "
+        f"normal range of {objective.dtype} and is returned as {value:.3g}; the barycenter "
+        "and the plan are unaffected",
+        RuntimeWarning,
+        stacklevel=3,
+    )
 
 
 def _tuples(params: list[torch.Tensor], sizes: tuple[int, ...], event_dims: int) -> torch.Tensor:
@@ -291,6 +359,8 @@ def _multimarginal_plan(cost: np.ndarray, marginals: list[np.ndarray]) -> np.nda
     if len(marginals) == 1:
         plan = marginals[0].copy()
     elif len(marginals) == 2:
+        import ot  # imported here: POT takes longer to import than torch
+
         plan, log = ot.emd(marginals[0], marginals[1], cost, log=True)
         if log["result_code"] != 1:
             raise RuntimeError(f"ot.emd failed on the mixing weights: {log['warning']}")
@@ -307,6 +377,9 @@ def _linprog_plan(cost: np.ndarray, marginals: list[np.ndarray]) -> np.ndarray:
     ``t_k = j``. The rows are dependent (each mixture's rows sum to 1); presolve removes
     the redundancy.
     """
+    import scipy.optimize  # imported here, as POT above
+    import scipy.sparse
+
     indices = np.indices(cost.shape).reshape(len(cost.shape), -1)
     offsets = np.cumsum([0, *cost.shape[:-1]])
     rows = (indices + offsets[:, None]).ravel()

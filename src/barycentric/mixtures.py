@@ -88,8 +88,10 @@ def mixture_of_barycenters(
     Raises
     ------
     ValueError
-        For an unknown divergence or subsets form, or a row in which no subset keeps an
-        expert.
+        For an unknown divergence or subsets form, more than
+        :data:`~barycentric.functional.subsets.MAX_SUBSETS` subsets asked for by name or
+        size (``"all"`` beyond 16 experts; refused before any work), or a row in which no
+        subset keeps an expert.
 
     Examples
     --------
@@ -106,12 +108,12 @@ def mixture_of_barycenters(
     if divergence not in _KERNELS:
         raise ValueError(f"`divergence` must be one of {sorted(_KERNELS)}, got {divergence!r}")
     gathered = gather_experts(experts, dim)
+    members = subset_masks(subsets, gathered.num_experts, gathered.loc.device)
     family = gathered.family
     raw = gathered.weights(weights, mask)
     loc, spread, _ = prepare_experts(
         gathered.loc, gathered.spread, raw, full=family.full, normalise=False
     )
-    members = subset_masks(subsets, gathered.num_experts, loc.device)
     subset_weights = raw.unsqueeze(-2) * members
     present = (subset_weights > 0).any(-1)
     if validation_enabled() and not bool(present.any(-1).all()):

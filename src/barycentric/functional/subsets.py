@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import itertools
+import math
 import numbers
 
 import torch
 
-__all__ = ["subset_masks"]
+__all__ = ["MAX_SUBSETS", "subset_masks"]
 
 SubsetSpec = str | int | torch.Tensor
+
+MAX_SUBSETS = 2**16
+"""Largest number of subsets :func:`subset_masks` enumerates from a name or a size.
+
+``"all"`` is refused beyond 16 experts (:math:`2^{17} - 1` subsets); a bool tensor of
+explicit subsets is not limited, since its caller has already built it.
+"""
 
 
 def _combinations(num_experts: int, sizes: range) -> torch.Tensor:
@@ -48,7 +56,11 @@ def subset_masks(
     ------
     ValueError
         For an unknown name, ``k`` outside ``1..M``, a tensor of the wrong shape or dtype,
-        or an empty subset.
+        or an empty subset; and, before any enumeration, for a name or size that asks for
+        more than :data:`MAX_SUBSETS` subsets (``"all"`` for more than 16 experts):
+        enumerating :math:`2^M - 1` subsets exhausts memory long before it ends (40
+        experts: over :math:`10^{12}` subsets). Pass the subsets needed as a bool tensor
+        instead.
 
     Examples
     --------
@@ -81,5 +93,12 @@ def subset_masks(
         raise ValueError(
             f"`subsets` must be 'all', 'singletons', an int in 1..{num_experts} or a bool "
             f"tensor (S, {num_experts}), got {subsets!r}"
+        )
+    count = 2**num_experts - 1 if subsets == "all" else math.comb(num_experts, sizes.start)
+    if count > MAX_SUBSETS:
+        raise ValueError(
+            f"`subsets`={subsets!r} asks for {count} subsets of {num_experts} experts, more "
+            f"than MAX_SUBSETS = {MAX_SUBSETS}; pass the subsets you need as a bool tensor "
+            f"of shape (S, {num_experts}), one row per subset"
         )
     return _combinations(num_experts, sizes).to(device)
