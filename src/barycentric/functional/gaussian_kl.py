@@ -30,6 +30,7 @@ __all__ = [
     "forward_kl_moments_diag",
     "forward_kl_moments_full",
     "pool_precisions_diag",
+    "pool_precisions_full",
     "precision_pool_diag",
     "precision_pool_full",
     "reverse_kl_barycenter_diag",
@@ -118,13 +119,24 @@ def precision_pool_full(
     factors, never an explicit inverse of an ill-conditioned matrix more than needed.
     """
     loc, cov, weights = prepare_experts(loc, cov, weights, full=True, normalise=normalise)
+    return pool_precisions_full(loc, cov, weights)
+
+
+def pool_precisions_full(
+    loc: torch.Tensor, cov: torch.Tensor, weights: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The arithmetic of :func:`precision_pool_full` on prepared inputs, without checks.
+
+    ``weights (..., S, M)`` against ``loc (..., 1, M, d)`` and ``cov (..., 1, M, d, d)``
+    pools ``S`` subsets with one Cholesky factorisation per expert, not per subset and
+    expert (see :func:`~barycentric.functional._experts.weighted_sum`).
+    """
     chol = torch.linalg.cholesky(cov)
-    w = weights[..., None, None]
-    precision = (w * torch.cholesky_inverse(chol)).sum(-3)
-    information = (w * torch.cholesky_solve(loc.unsqueeze(-1), chol)).sum(-3)
+    precision = weighted_matrix_sum(weights, torch.cholesky_inverse(chol))
+    information = weighted_sum(weights, torch.cholesky_solve(loc.unsqueeze(-1), chol)[..., 0])
     chol_total = torch.linalg.cholesky(symmetrise(precision))
     pooled_cov = symmetrise(torch.cholesky_inverse(chol_total))
-    pooled_loc = torch.cholesky_solve(information, chol_total).squeeze(-1)
+    pooled_loc = torch.cholesky_solve(information.unsqueeze(-1), chol_total)[..., 0]
     return pooled_loc, pooled_cov
 
 
