@@ -200,6 +200,23 @@ def test_absent_subsets_hold_the_prior_or_the_standard_normal(family, generator)
         assert all(bool(torch.isfinite(t).all()) for t in params(mixture.component_distribution))
 
 
+@pytest.mark.parametrize("size", [1e-25, 1e25])
+def test_extreme_scales_with_absent_subsets(size, generator) -> None:
+    # float32 squares of 1e±25 leave its range: the products are taken relative to a power
+    # of two, and the absent subsets still hold the standard normal
+    experts = random_experts(generator, "diag", D, (B, M))
+    scale = experts.stddev * size
+    single = bc.mixture_of_products(diagonal(experts.mean.float(), scale.float()), mask=MASK)
+    double = bc.mixture_of_products(diagonal(experts.mean, scale), mask=MASK)
+    present = (subset_masks("all", M) & MASK.unsqueeze(-2)).any(-1)
+    for a, b in zip(
+        params(single.component_distribution), params(double.component_distribution), strict=True
+    ):
+        torch.testing.assert_close(a[present], b[present].float(), rtol=1e-5, atol=0.0)
+    absent_loc, absent_scale = (t[~present] for t in params(single.component_distribution))
+    assert bool((absent_loc == 0).all()) and bool((absent_scale == 1).all())
+
+
 @pytest.mark.parametrize(
     "subsets",
     [

@@ -117,8 +117,14 @@ def mixture_of_barycenters(
         gathered.loc, gathered.spread, raw, full=family.full, normalise=False
     )
     subset_weights, present = _subset_weights(raw, subsets, "`mask`/`weights`")
+    # a subset without a present expert is solved over all the row's present experts (finite
+    # and never reading an absent one), then replaced by the standard normal
     complete = bool(present.all())
-    safe_weights = subset_weights if complete else _fill_absent(subset_weights, present, raw)
+    safe_weights = (
+        subset_weights
+        if complete
+        else torch.where(present.unsqueeze(-1), subset_weights, raw.unsqueeze(-2))
+    )
     tail = family.spread_dims + 1
     loc_b, spread_b = loc.unsqueeze(-3), spread.unsqueeze(-1 - tail)
     if divergence in family.subset_kernels:
@@ -251,19 +257,15 @@ def mixture_of_products(
         normalise=False,
     )
     subset_weights, present = _subset_weights(raw, subsets, "`mask`")
-    complete = prior is not None or bool(present.all())
+    absent = None
     if prior is not None:
         loc, spread, subset_weights = family.with_prior(prior, loc, spread, subset_weights)
-    elif not complete:
-        subset_weights = _fill_absent(subset_weights, present, raw)
+    elif not bool(present.all()):
+        absent = ~present
     tail = family.spread_dims + 1
     product_loc, product_spread = family.subset_kernels["reverse_kl"](
-        loc.unsqueeze(-3), spread.unsqueeze(-1 - tail), subset_weights
+        loc.unsqueeze(-3), spread.unsqueeze(-1 - tail), subset_weights, absent=absent
     )
-    if not complete:
-        product_loc, product_spread = standard_where_absent(
-            present, product_loc, product_spread, full=family.full
-        )
     mixing = categorical(present.to(product_loc.dtype))
     return MixtureSameFamily(mixing, family.pack(product_loc, product_spread))
 
@@ -432,12 +434,3 @@ def _subset_weights(
     if validation_enabled() and not bool(present.any(-1).all()):
         raise ValueError(f"{names}: a row has no present expert in any subset")
     return subset_weights, present
-
-
-def _fill_absent(
-    subset_weights: torch.Tensor, present: torch.Tensor, raw: torch.Tensor
-) -> torch.Tensor:
-    """``subset_weights`` with every subset without a present expert given the row's own
-    weights ``raw``: solved over the row's present experts, it stays finite and reads no
-    absent one, until :func:`standard_where_absent` replaces it."""
-    return torch.where(present.unsqueeze(-1), subset_weights, raw.unsqueeze(-2))
