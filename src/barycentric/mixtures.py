@@ -69,8 +69,9 @@ def mixture_of_barycenters(
         themselves; an int ``k``: every subset of size ``k``; a bool tensor ``(S, M)``.
     divergence : {"wasserstein", "reverse_kl", "forward_kl"}
         The barycenter inside each subset: W2 (MWB), the normalised product (the
-        reverse-KL barycenter, precisions averaged: MoPoE's product tempered by the
-        subset's size, see above), or the moment-matched Gaussian.
+        reverse-KL barycenter, precisions averaged: MoPoE's product, which
+        :func:`mixture_of_products` computes, tempered by the subset's size), or the
+        moment-matched Gaussian.
     dim : int
         The batch dimension that indexes the experts.
     mask : Tensor, optional
@@ -177,14 +178,14 @@ def mixture_of_products(
     no copy of an expert per subset.
 
     **The prior** multiplies into every subset's product, so that component :math:`S` is
-    exactly ``product_of_experts`` of the experts of :math:`S` with the same ``prior``:
-    the prior is an expert that every subset holds, whichever subsets are listed.
-    ``prior=None`` puts no prior in any product (the products of the MoPoE paper's
-    subsets). Sutter et al.'s code (``utils/BaseMMVae.py``, ``poe_fusion``) multiplies
-    :math:`\mathcal N(0, I)` into the full set's product only, and only when every
-    modality is observed; that convention is this function with the prior passed as
-    expert ``M + 1``, a member of the full set alone and masked in rows with a missing
-    modality (see the last example).
+    exactly ``product_of_experts`` of the experts of :math:`S` with the same ``prior``
+    (MVAE's posterior given the modalities of :math:`S`): a component then depends on its
+    own subset alone, not on which other subsets are listed or which experts are missing.
+    ``prior=None`` puts no prior in any product. Sutter et al.'s code
+    (``utils/BaseMMVae.py``, ``poe_fusion``) multiplies :math:`\mathcal N(0, I)` into the
+    full set's product only, and only when every modality is observed; that convention
+    is this function with the prior passed as expert ``M + 1``, a member of the full set
+    alone, masked in rows with a missing modality (see the last example).
 
     **Missing experts** (``mask=False``) leave every subset, row by row. A subset left
     with no present expert gets mixing weight 0 in that row; its component is the prior
