@@ -19,6 +19,7 @@ from helpers import (
     random_experts,
     rebuild,
     rows,
+    validation,  # noqa: F401 (a fixture)
 )
 from torch.distributions import Categorical, Independent, Laplace, MixtureSameFamily, Normal
 
@@ -309,6 +310,7 @@ def test_no_gradient_reaches_an_absent_expert(generator) -> None:
     assert bool((loc.grad[~MASK] == 0).all()) and bool((loc.grad[MASK] != 0).all())
 
 
+@pytest.mark.usefixtures("validation")
 @pytest.mark.parametrize("family", FAMILIES)
 def test_empty_batch_gives_an_empty_mixture(family, generator) -> None:
     experts = random_experts(generator, family, D, (B, M))
