@@ -271,5 +271,6 @@ def test_all_subsets_of_many_experts_are_refused_before_any_work(monkeypatch) ->
     monkeypatch.setattr(mixtures_module, "prepare_experts", forbidden)
     for m in (17, 40, 64):
         experts = Independent(Normal(torch.zeros(m, 1), torch.ones(m, 1)), 1)
-        with pytest.raises(ValueError, match=f"asks for {2**m - 1} subsets of {m} experts"):
-            bc.mixture_of_barycenters(experts, "all")
+        for mixture in (bc.mixture_of_barycenters, bc.mixture_of_products):
+            with pytest.raises(ValueError, match=f"asks for {2**m - 1} subsets of {m} experts"):
+                mixture(experts, "all")

@@ -119,3 +119,20 @@ def test_the_limit_is_max_subsets_and_spares_explicit_subsets(monkeypatch, spec,
     assert torch.equal(subset_masks(explicit, m), explicit)
     monkeypatch.setattr(subsets_module, "MAX_SUBSETS", count)
     assert subset_masks(spec, m).shape == (count, m)
+
+
+def test_nested_list_and_numpy_array_are_the_tensor() -> None:
+    members = [[True, False, True], [False, True, False]]
+    expected = torch.tensor(members)
+    assert torch.equal(subset_masks(members, 3), expected)
+    assert torch.equal(subset_masks(np.array(members), 3), expected)
+    assert torch.equal(subset_masks(tuple(map(tuple, members)), 3), expected)
+
+
+@pytest.mark.parametrize(
+    "subsets",
+    [[[True, False, True], [True]], [[1, 0, 1]], np.ones((2, 3)), [[True, True]], [], [[]]],
+)
+def test_bad_nested_lists_and_arrays_raise(subsets) -> None:
+    with pytest.raises(ValueError, match="subsets"):
+        subset_masks(subsets, 3)

@@ -28,11 +28,9 @@ from networks import make_decoder, make_encoder
 from torch import Tensor, nn
 from torch.distributions import (
     Bernoulli,
-    Categorical,
     Distribution,
     Independent,
     Laplace,
-    MixtureSameFamily,
     Normal,
     OneHotCategorical,
 )
@@ -90,34 +88,23 @@ def _mixture_of_experts(experts: Independent, mask: Tensor | None) -> Distributi
 
 
 def _mixture_of_products(experts: Independent, mask: Tensor | None) -> Distribution:
-    r"""MoPoE as Sutter et al. (2021) build it: a uniform mixture over the non-empty subsets
-    ``s`` of the observed experts of their product :math:`\prod_{m \in s} q_m`, the full
-    set's times the prior N(0, I): precision :math:`\sum_{m \in s} \sigma_m^{-2}` (+ 1),
-    mean :math:`\sum_{m \in s} \sigma_m^{-2} \mu_m` over it.
-
-    The sums over each subset are one product of the ``(S, M + 1)`` membership matrix (the
-    prior as expert ``M + 1``) with the experts' precisions, as
-    :func:`barycentric.mixture_of_barycenters` does for its barycenters; a subset with no
-    observed expert keeps the prior alone, a finite placeholder of mixing weight 0.
-    (``mixture_of_barycenters(..., divergence="reverse_kl")`` is the normalised product
-    instead, precisions averaged, which does not sharpen as modalities are added; and
-    :func:`barycentric.product_of_experts` per subset would copy every expert ``S`` times.)
-    """
+    """MoPoE as Sutter et al.'s code builds it: :func:`barycentric.mixture_of_products` over
+    all non-empty subsets, with the prior N(0, I) in the full set's product only, and only
+    where every modality is observed (their ``poe_fusion``): the prior joins as expert
+    ``M + 1``, a member of the full set alone, masked in rows with a missing modality."""
     loc, scale = experts.base_dist.loc, experts.base_dist.scale  # (..., M, d)
     members = bc.functional.subset_masks("all", loc.shape[-2], loc.device)  # (S, M)
-    observed = members if mask is None else members & mask.unsqueeze(-2)
-    observed = observed.expand(*loc.shape[:-2], *members.shape)  # (..., S, M)
-    present = observed.any(-1)
-    prior_on = (members.all(-1) & observed.all(-1)) | ~present
-    weights = torch.cat([observed, prior_on.unsqueeze(-1)], -1).to(loc.dtype)  # (..., S, M + 1)
-    if mask is not None:  # a missing expert's parameters are never read, nor differentiated
-        loc = torch.where(mask.unsqueeze(-1), loc, 0.0)
-        scale = torch.where(mask.unsqueeze(-1), scale, 1.0)
-    loc = torch.cat([loc, torch.zeros_like(loc[..., :1, :])], -2)  # the prior's mean ...
-    precision = torch.cat([scale.pow(-2), torch.ones_like(scale[..., :1, :])], -2)  # ... and 1
-    total = weights @ precision  # (..., S, d)
-    products = Independent(Normal((weights @ (precision * loc)) / total, total.rsqrt()), 1)
-    return MixtureSameFamily(Categorical(probs=present.to(loc.dtype)), products)
+    with_prior = Independent(
+        Normal(
+            torch.cat([loc, torch.zeros_like(loc[..., :1, :])], -2),
+            torch.cat([scale, torch.ones_like(scale[..., :1, :])], -2),
+        ),
+        1,
+    )
+    subsets = torch.cat([members, members.all(-1, keepdim=True)], -1)  # (S, M + 1)
+    if mask is not None:
+        mask = torch.cat([mask, mask.all(-1, keepdim=True)], -1)
+    return bc.mixture_of_products(with_prior, subsets, mask=mask)
 
 
 def _mixture_of_wasserstein(experts: Independent, mask: Tensor | None) -> Distribution:

@@ -19,7 +19,12 @@ from barycentric.distributions import (
 )
 from barycentric.empirical import empirical_barycenter
 from barycentric.gmm import gmm_barycenter
-from barycentric.mixtures import mixture_of_barycenters, stratified_rsample
+from barycentric.mixtures import (
+    mixture_of_barycenters,
+    mixture_of_products,
+    split_rsample,
+    stratified_rsample,
+)
 
 __all__ = [
     "__version__",
@@ -30,7 +35,9 @@ __all__ = [
     "kl_barycenter",
     "linalg",
     "mixture_of_barycenters",
+    "mixture_of_products",
     "product_of_experts",
+    "split_rsample",
     "stratified_rsample",
     "wasserstein_barycenter",
     "wasserstein_distance",

@@ -20,7 +20,13 @@ from torch.distributions import (
     Normal,
 )
 
-from barycentric._validation import check_int, check_not_complex
+from barycentric._validation import (
+    check_finite,
+    check_int,
+    check_not_complex,
+    check_positive,
+    check_spd,
+)
 from barycentric.functional import gaussian_kl, gaussian_wasserstein
 
 __all__ = ["DIAGONAL", "FULL", "Experts", "Family", "categorical", "family_of", "gather_experts"]
@@ -53,6 +59,45 @@ class Family:
     def to_full(self, spread: torch.Tensor) -> torch.Tensor:
         """The covariance matrices of parameters of this family."""
         return spread if self.full else torch.diag_embed(spread.square())
+
+    def with_prior(
+        self,
+        prior: Distribution,
+        loc: torch.Tensor,
+        spread: torch.Tensor,
+        weights: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Experts ``loc (..., M, d)``, ``spread`` and ``weights (..., [S,] M)`` with
+        ``prior`` appended as expert ``M + 1``, of weight 1 in every row (and subset).
+
+        ``prior`` must be of this family and the experts' event size, with a finite mean,
+        a positive scale or SPD covariance, and a batch shape that broadcasts to the
+        experts' ``(...)``; otherwise ``ValueError`` naming ``prior``.
+        """
+        if family_of(prior, "prior") is not self:
+            raise ValueError(f"`prior` must be a {self.name} like the experts")
+        prior_loc, prior_spread = self.unpack(prior)
+        if prior_loc.shape[-1:] != loc.shape[-1:]:
+            raise ValueError(
+                f"`prior` has event size {prior_loc.shape[-1]}, the experts {loc.shape[-1]}"
+            )
+        check_finite(prior_loc, "prior")
+        (check_spd if self.full else check_positive)(prior_spread, "prior")
+        batch = loc.shape[:-2]
+        try:
+            prior_loc = prior_loc.expand(*batch, loc.shape[-1])
+            prior_spread = prior_spread.expand(*batch, *spread.shape[-self.spread_dims :])
+        except RuntimeError as error:
+            raise ValueError(
+                f"`prior` of batch shape {tuple(prior.batch_shape)} does not broadcast to "
+                f"the product's batch shape {tuple(batch)} and event size {loc.shape[-1]}"
+            ) from error
+        axis = -1 - self.spread_dims
+        return (
+            torch.cat([loc, prior_loc.unsqueeze(-2)], -2),
+            torch.cat([spread, prior_spread.unsqueeze(axis)], axis),
+            torch.cat([weights, weights.new_ones(weights.shape[:-1]).unsqueeze(-1)], -1),
+        )
 
 
 def _validate_args(batch: torch.Tensor) -> bool | None:
@@ -140,6 +185,7 @@ FULL = Family(
     forward_kl=gaussian_kl.forward_kl_moments_full,
     precision_pool=gaussian_kl.precision_pool_full,
     distance=gaussian_wasserstein.wasserstein_distance_full,
+    subset_kernels={"reverse_kl": gaussian_kl.pool_precisions_full},
 )
 
 

@@ -22,7 +22,7 @@ import torch
 from torch.distributions import Distribution, MixtureSameFamily
 
 from barycentric._families import FULL, Experts, Family, categorical, family_of, gather_experts
-from barycentric._validation import check_finite, check_positive, check_spd, promote_floating
+from barycentric._validation import promote_floating
 from barycentric.functional._experts import check_gaussian, prepare_experts
 from barycentric.linalg import power_of_two_scale
 
@@ -237,29 +237,7 @@ def product_of_experts(
     loc, spread = gathered.loc, gathered.spread
     weights = gathered.weights(None, mask)
     if prior is not None:
-        if family_of(prior, "prior") is not family:
-            raise ValueError(f"`prior` must be a {family.name} like the experts")
-        prior_loc, prior_spread = family.unpack(prior)
-        if prior_loc.shape[-1:] != loc.shape[-1:]:
-            raise ValueError(
-                f"`prior` has event size {prior_loc.shape[-1]}, the experts {loc.shape[-1]}"
-            )
-        check_finite(prior_loc, "prior")
-        (check_spd if family.full else check_positive)(prior_spread, "prior")
-        batch = loc.shape[:-2]
-        try:
-            prior_loc = prior_loc.expand(*batch, loc.shape[-1])
-            prior_spread = prior_spread.expand(*batch, *spread.shape[-family.spread_dims :])
-        except RuntimeError as error:
-            raise ValueError(
-                f"`prior` of batch shape {tuple(prior.batch_shape)} does not broadcast to "
-                f"the product's batch shape {tuple(batch)} and event size {loc.shape[-1]}"
-            ) from error
-        loc = torch.cat([loc, prior_loc.unsqueeze(-2)], -2)
-        spread = torch.cat(
-            [spread, prior_spread.unsqueeze(-1 - family.spread_dims)], -1 - family.spread_dims
-        )
-        weights = torch.cat([weights, weights.new_ones(batch).unsqueeze(-1)], -1)
+        loc, spread, weights = family.with_prior(prior, loc, spread, weights)
     return family.pack(*family.precision_pool(loc, spread, weights, normalise=False))
 
 

@@ -93,6 +93,29 @@ def test_mopoe_with_a_missing_modality_multiplies_the_observed_experts_without_t
     torch.testing.assert_close(components.variance[~present], torch.ones(BATCH, LATENT))
 
 
+def test_mopoe_is_sutter_et_al_s_closed_form_row_by_row(dataset, xs):
+    """Rows with every modality, one or two missing: each subset's product of its observed
+    experts, the prior in the full set's alone and only where nothing is missing (the
+    closed form of the example's own MoPoE before it called the library)."""
+    model = make_model(dataset, "mopoe")
+    experts = model.experts(xs)
+    mask = torch.tensor([[True] * 3, [True, False, True], [False, False, True]] * 2)
+    members = subset_masks("all", 3)
+    observed = members & mask.unsqueeze(-2)
+    present = observed.any(-1)
+    mean, variance = _products(experts, observed, (members.all(-1) & observed.all(-1)).float())
+    posterior = model.encode(xs, mask)
+    components = posterior.component_distribution
+    torch.testing.assert_close(components.mean[present], mean[present])
+    torch.testing.assert_close(components.variance[present], variance[present])
+    torch.testing.assert_close(
+        posterior.mixture_distribution.probs, present / present.sum(-1, True)
+    )
+    absent = (~present).sum()
+    torch.testing.assert_close(components.mean[~present], torch.zeros(absent, LATENT))
+    torch.testing.assert_close(components.variance[~present], torch.ones(absent, LATENT))
+
+
 def test_wasserstein_barycenter_of_diagonal_experts_averages_loc_and_scale(dataset, xs):
     model = make_model(dataset, "wb")
     experts = model.experts(xs)

@@ -30,6 +30,7 @@ __all__ = [
     "forward_kl_moments_diag",
     "forward_kl_moments_full",
     "pool_precisions_diag",
+    "pool_precisions_full",
     "precision_pool_diag",
     "precision_pool_full",
     "reverse_kl_barycenter_diag",
@@ -77,13 +78,30 @@ def _moderate(x: torch.Tensor, *, tiny_ok: bool = False) -> bool:
     return bool(moderate)
 
 
+def _plus_absent(
+    total: torch.Tensor, absent: torch.Tensor | None, unit: torch.Tensor | float = 1.0
+) -> torch.Tensor:
+    """``total (..., S, *event)`` plus ``unit`` (a unit precision) in the subsets where
+    ``absent (..., S)`` is true; ``total`` itself, no copy, without ``absent``."""
+    if absent is None:
+        return total
+    return total + absent.to(total.dtype).unsqueeze(-1) * unit
+
+
 def pool_precisions_diag(
-    loc: torch.Tensor, scale: torch.Tensor, weights: torch.Tensor
+    loc: torch.Tensor,
+    scale: torch.Tensor,
+    weights: torch.Tensor,
+    *,
+    absent: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     r"""The arithmetic of :func:`precision_pool_diag` on prepared inputs, without checks.
 
     ``weights (..., S, M)`` against ``loc, scale (..., 1, M, d)`` pools ``S`` subsets in
     one contraction (see :func:`~barycentric.functional._experts.weighted_sum`).
+    ``absent (..., S)``, bool, marks subsets whose weights are all zero: they get the
+    standard normal, from a unit precision added to their zero one (cheaper than
+    replacing them afterwards; adding 0 changes no other subset).
 
     The precisions are taken relative to :math:`u`, a power of two at the smallest
     standard deviation among the experts with weight, dimension by dimension:
@@ -95,13 +113,16 @@ def pool_precisions_diag(
     """
     if _moderate(scale):
         precision = scale.pow(-2)
-        total = weighted_sum(weights, precision)
+        total = _plus_absent(weighted_sum(weights, precision), absent)
         return weighted_sum(weights, precision * loc) / total, total.rsqrt()
     weighted = _weighted_experts(weights, scale)
     unit = power_of_two_scale(torch.where(weighted, scale, torch.inf).amin(-2, keepdim=True))
     precision = torch.where(weighted, unit / scale, 0.0).square()
-    total = weighted_sum(weights, precision)
-    return weighted_sum(weights, precision * loc) / total, unit.squeeze(-2) * total.rsqrt()
+    total = _plus_absent(weighted_sum(weights, precision), absent)
+    pooled_scale = unit.squeeze(-2) * total.rsqrt()
+    if absent is not None:
+        pooled_scale = torch.where(absent.unsqueeze(-1), 1.0, pooled_scale)
+    return weighted_sum(weights, precision * loc) / total, pooled_scale
 
 
 def precision_pool_full(
@@ -118,13 +139,33 @@ def precision_pool_full(
     factors, never an explicit inverse of an ill-conditioned matrix more than needed.
     """
     loc, cov, weights = prepare_experts(loc, cov, weights, full=True, normalise=normalise)
+    return pool_precisions_full(loc, cov, weights)
+
+
+def pool_precisions_full(
+    loc: torch.Tensor,
+    cov: torch.Tensor,
+    weights: torch.Tensor,
+    *,
+    absent: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The arithmetic of :func:`precision_pool_full` on prepared inputs, without checks.
+
+    ``weights (..., S, M)`` against ``loc (..., 1, M, d)`` and ``cov (..., 1, M, d, d)``
+    pools ``S`` subsets with one Cholesky factorisation per expert, not per subset and
+    expert (see :func:`~barycentric.functional._experts.weighted_sum`). ``absent (...,
+    S)`` marks subsets whose weights are all zero: they get the standard normal (see
+    :func:`pool_precisions_diag`).
+    """
     chol = torch.linalg.cholesky(cov)
-    w = weights[..., None, None]
-    precision = (w * torch.cholesky_inverse(chol)).sum(-3)
-    information = (w * torch.cholesky_solve(loc.unsqueeze(-1), chol)).sum(-3)
+    precision = weighted_matrix_sum(weights, torch.cholesky_inverse(chol))
+    if absent is not None:
+        eye = torch.eye(loc.shape[-1], dtype=precision.dtype, device=precision.device)
+        precision = _plus_absent(precision, absent.unsqueeze(-1), eye)
+    information = weighted_sum(weights, torch.cholesky_solve(loc.unsqueeze(-1), chol)[..., 0])
     chol_total = torch.linalg.cholesky(symmetrise(precision))
     pooled_cov = symmetrise(torch.cholesky_inverse(chol_total))
-    pooled_loc = torch.cholesky_solve(information, chol_total).squeeze(-1)
+    pooled_loc = torch.cholesky_solve(information.unsqueeze(-1), chol_total)[..., 0]
     return pooled_loc, pooled_cov
 
 

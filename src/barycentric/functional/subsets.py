@@ -6,11 +6,12 @@ import itertools
 import math
 import numbers
 
+import numpy as np
 import torch
 
 __all__ = ["MAX_SUBSETS", "subset_masks"]
 
-SubsetSpec = str | int | torch.Tensor
+SubsetSpec = str | int | torch.Tensor | np.ndarray | list[list[bool]]
 
 MAX_SUBSETS = 2**16
 """Largest number of subsets :func:`subset_masks` enumerates from a name or a size.
@@ -40,8 +41,8 @@ def subset_masks(
         ``"all"``: every non-empty subset, :math:`2^M - 1` of them, ordered by size then
         lexicographically (singletons first, the full set last); ``"singletons"``: the
         :math:`M` one-expert subsets (MoE); an int ``k`` (Python or numpy): all
-        :math:`\\binom{M}{k}` subsets of size ``k``; a bool tensor ``(S, M)``: the
-        subsets as given.
+        :math:`\\binom{M}{k}` subsets of size ``k``; a bool tensor, numpy array or nested
+        list ``(S, M)``: the subsets as given.
     num_experts : int
         ``M``.
     device : torch.device, optional
@@ -70,6 +71,18 @@ def subset_masks(
             [0, 1],
             [1, 1]], dtype=torch.int32)
     """
+    if isinstance(subsets, list | tuple | np.ndarray):
+        try:
+            array = np.asarray(subsets)
+        except ValueError as error:
+            raise ValueError(
+                f"`subsets` as a nested list must be rectangular, got {subsets!r}"
+            ) from error
+        if array.dtype != np.bool_:
+            raise ValueError(
+                f"`subsets` as an array must be bool of shape (S, {num_experts}), got {array.dtype}"
+            )
+        subsets = torch.tensor(array)
     if isinstance(subsets, torch.Tensor):
         if subsets.dtype != torch.bool or subsets.ndim != 2 or subsets.shape[1] != num_experts:
             raise ValueError(
@@ -81,7 +94,8 @@ def subset_masks(
         return subsets.to(device) if device is not None else subsets
     if isinstance(subsets, bool) or not isinstance(subsets, str | numbers.Integral):
         raise ValueError(
-            f"`subsets` must be 'all', 'singletons', an int or a bool tensor, got {subsets!r}"
+            f"`subsets` must be 'all', 'singletons', an int or a bool tensor or array (S, M), "
+            f"got {subsets!r}"
         )
     if subsets == "all":
         sizes = range(1, num_experts + 1)
