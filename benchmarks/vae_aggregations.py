@@ -11,8 +11,9 @@ on a built-in set (``--dataset``: ``polymnist-mini``, the default, ``mnist-svhn-
 ``celeba-mini``, each with its demo's configuration ``configs/<name>.json``, the same for
 every aggregation), once per seed, and evaluates the three metrics by number of input
 modalities, and the coherence of every direction. Every run is judged by the same
-coherence classifiers, trained once first. Runs go ``--jobs`` at a time, each on one thread (one run per core beats two threads per
-run, and keeps its speed when something else shares the machine).
+coherence classifiers, trained once first. Runs go ``--jobs`` at a time, each on one
+thread (one run per core beats two threads per run, and keeps its speed when something
+else shares the machine).
 
 Writes to ``DIR`` (default ``benchmarks/results/cpu``), with ``STEM`` ``vae_aggregations``
 for ``polymnist-mini`` and ``vae_aggregations_<dataset>`` for the others:
