@@ -1,5 +1,6 @@
 # Two commands do everything on a fresh machine (see README):
 #   make demo    train MWB-VAE on the built-in PolyMNIST and print its metrics
+#                (DATASET=mnist-svhn-text-mini or celeba-mini for the other built-in sets)
 #   make check   lint, the whole test suite, the docs, the release build, the quick benchmarks
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -31,9 +32,14 @@ $(STAMP): $(BASE)
 
 install: $(STAMP)
 
+# The built-in sets: polymnist-mini (default), mnist-svhn-text-mini, celeba-mini.
+DATASET ?= polymnist-mini
+DEMO_RUN := runs/demo-mwb$(if $(filter-out polymnist-mini,$(DATASET)),-$(DATASET))
+
 demo: $(DEMO_STAMP)
-	$(PY) examples/multimodal_vae/train.py --config examples/multimodal_vae/configs/polymnist_mini.json \
-		--aggregation mwb --run-dir runs/demo-mwb --overwrite
+	$(PY) examples/multimodal_vae/train.py \
+		--config examples/multimodal_vae/configs/$(subst -,_,$(DATASET)).json \
+		--aggregation mwb --run-dir $(DEMO_RUN) --overwrite
 
 lint: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks examples docs conftest.py
@@ -59,9 +65,10 @@ bench-quick: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/run.py
 
-# The five aggregations of the multimodal VAE, 3 seeds each (about an hour on 2 cores).
+# The five aggregations of the multimodal VAE on DATASET, 3 seeds each (about an hour on
+# 2 cores).
 bench-vae: $(STAMP)
-	$(PY) benchmarks/vae_aggregations.py
+	$(PY) benchmarks/vae_aggregations.py --dataset $(DATASET)
 
 # Thread settings with and without a competing process (several minutes on 2 cores).
 bench-busy: $(STAMP)

@@ -45,7 +45,15 @@ METRICS = {
     "log_likelihood": "test log-likelihood (nats)",
 }
 
-Table = dict[str, dict[int, float]]
+#: ``{metric: {number of inputs: value}}`` for the :data:`METRICS`, plus
+#: ``{"coherence_by_direction": {"a,b->c": value}}`` (see :func:`evaluation_table`).
+Table = dict[str, dict[int | str, float]]
+
+#: Separates a direction's inputs from its target: ``"mnist,svhn->text"``.
+DIRECTION_ARROW = "->"
+#: :func:`format_table` lists the directions when there are at most this many (three
+#: modalities have 9; MoPoE's tables list them for MNIST-SVHN-Text and CelebA).
+MAX_PRINTED_DIRECTIONS = 12
 
 #: Latent draws decoded at once when estimating the log-likelihood.
 DECODED_PER_BATCH = 4096
@@ -466,23 +474,28 @@ def _coherence(
     test: tuple[Independent, Tensor],
     classifiers: Sequence[nn.Module],
     batch_size: int,
-) -> float:
-    """Coherence of the modalities outside ``subset`` generated from it, averaged over them."""
+) -> dict[int, float]:
+    """Coherence of each modality outside ``subset`` generated from it: ``{target: score}``."""
     experts, labels = test
     mask = _subset_mask(subset, *experts.batch_shape, experts.mean.device)
     z = model.aggregate(experts, mask).sample()
     score = label_kind(labels).score
     targets = [t for t in range(model.num_modalities) if t not in subset]
-    scores = [
-        score(
+    return {
+        t: score(
             torch.cat(
                 [classifiers[t](model.decode(chunk, [t])[0].mean) for chunk in z.split(batch_size)]
             ),
             labels,
         )
         for t in targets
-    ]
-    return float(np.mean(scores))
+    }
+
+
+def direction_name(specs: Sequence[ModalitySpec], subset: Sequence[int], target: int) -> str:
+    """``"a,b->c"``: the names of the inputs ``subset`` and of the generated ``target``."""
+    inputs = ",".join(specs[m].name for m in subset)
+    return f"{inputs}{DIRECTION_ARROW}{specs[target].name}"
 
 
 def _log_likelihood(
@@ -537,7 +550,11 @@ def evaluation_table(
         ``{metric: {k: value}}``, metrics in the order of :data:`METRICS`, ``k`` the number
         of input modalities: ``1..M`` (coherence: ``1..M-1``, as some target must be missing).
         The probe and coherence are scored as the labels' :class:`LabelKind` says:
-        accuracies, or for multi-label data mean average precisions.
+        accuracies, or for multi-label data mean average precisions. Then
+        ``"coherence_by_direction"``: ``{"a,b->c": value}``, the coherence of every target
+        ``c`` generated from every subset of inputs ``{a, b}`` without it (MoPoE's tables'
+        M→S, MS→T, ...), of which ``coherence[k]`` is the mean over the subsets of size
+        ``k`` of the mean over their targets.
     """
     device = next(model.parameters()).device
     model.eval()
@@ -546,9 +563,17 @@ def evaluation_table(
     train_experts = (_all_experts(model, train, batch_size), train.labels)
     test_experts = (_all_experts(model, test, batch_size), test.labels)
     log_likelihood_points = test.head(max_log_likelihood_samples)
+    directions: dict[int | str, float] = {}
+
+    def coherence_of(subset: tuple[int, ...]) -> float:
+        scores = _coherence(model, subset, test_experts, classifiers, batch_size)
+        for target, value in scores.items():
+            directions[direction_name(model.specs, subset, target)] = value
+        return float(np.mean(list(scores.values())))
+
     metrics: dict[str, Callable[[tuple[int, ...]], float]] = {
         "linear_probe": lambda s: _probe(model, s, train_experts, test_experts),
-        "coherence": lambda s: _coherence(model, s, test_experts, classifiers, batch_size),
+        "coherence": coherence_of,
         "log_likelihood": lambda s: _log_likelihood(
             model, s, log_likelihood_points, num_importance_samples
         ),
@@ -564,15 +589,28 @@ def evaluation_table(
                 if metric == "coherence" and k == num_modalities:
                     continue
                 table[metric][k] = float(np.mean([per_subset(s) for s in subsets]))
+    table["coherence_by_direction"] = directions
     return table
 
 
 def format_table(table: Table) -> str:
-    """The table as aligned text: one row per metric, one column per number of inputs."""
-    sizes = sorted({k for row in table.values() for k in row})
+    """The table as aligned text: one row per metric, one column per number of inputs.
+
+    Then the coherence of every direction (``"coherence a->b 0.81  ..."``, four to a line)
+    when the table has at most :data:`MAX_PRINTED_DIRECTIONS` of them.
+    """
+    rows = {metric: table[metric] for metric in METRICS if metric in table}
+    sizes = sorted({k for row in rows.values() for k in row})
     header = f"{'metric':<16}" + "".join(f"{f'{k} input' + 's' * (k > 1):>12}" for k in sizes)
     lines = [header]
-    for metric, row in table.items():
+    for metric, row in rows.items():
         cells = "".join(f"{row[k]:>12.4g}" if k in row else f"{'-':>12}" for k in sizes)
         lines.append(f"{metric:<16}{cells}")
+    directions = list(table.get("coherence_by_direction", {}).items())
+    if 0 < len(directions) <= MAX_PRINTED_DIRECTIONS:
+        for start in range(0, len(directions), 4):
+            cells = "  ".join(
+                f"{name} {value:.3f}" for name, value in directions[start : start + 4]
+            )
+            lines.append(f"{'coherence' if start == 0 else '':<16}{cells}")
     return "\n".join(lines)

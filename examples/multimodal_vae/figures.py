@@ -118,3 +118,53 @@ def save_metric_curves(
         ax.set_xticks(list(row))
     figure.tight_layout()
     figure.savefig(path, dpi=100)
+
+
+def decode_text(x: Tensor, alphabet: str) -> list[str]:
+    """The most likely character at every position: ``(B, L, V)`` one-hot or probabilities
+    → ``B`` strings of ``L`` characters (MoPoE's ``tensor_to_text``)."""
+    return ["".join(alphabet[i] for i in row) for row in x.argmax(-1).tolist()]
+
+
+def _shown(text: str, width: int = 48) -> str:
+    """A caption as shown: without MoPoE's ``*`` padding, wrapped at ``width`` characters."""
+    body = text.strip("*").strip() or "(empty)"
+    return "\n".join(body[i : i + width] for i in range(0, len(body), width))
+
+
+@torch.no_grad()
+def save_text_generations(
+    model: MultimodalVAE, xs: Sequence[Tensor], path: Path, alphabet: str
+) -> None:
+    """Every text modality as strings: the inputs, then generated from every subset of the
+    other modalities and from all of them (a row per subset, a column per sample)."""
+    text_modalities = [m for m, spec in enumerate(model.specs) if spec.kind == "text"]
+    n = len(xs[0])
+    rows: list[tuple[str, list[str]]] = []
+    for t in text_modalities:
+        rows.append((f"{model.specs[t].name} (input)", decode_text(xs[t], alphabet)))
+        for subsets in subsets_by_size(model.num_modalities).values():
+            for subset in subsets:
+                if t in subset and len(subset) < model.num_modalities:
+                    continue
+                mask = torch.zeros(n, model.num_modalities, dtype=torch.bool, device=xs[0].device)
+                mask[:, list(subset)] = True
+                names = ",".join(model.specs[m].name for m in subset)
+                generated = model.cond_generate(xs, mask)[t]
+                rows.append(
+                    (f"{{{names}}} → {model.specs[t].name}", decode_text(generated, alphabet))
+                )
+    lines = max(len(_shown(s).splitlines()) for _, texts in rows for s in texts)
+    figure = Figure(figsize=(2.2 * n + 2, (0.25 + 0.16 * lines) * len(rows) + 0.6))
+    axes = figure.subplots(len(rows), 1, squeeze=False)[:, 0]
+    for ax, (label, texts) in zip(axes, rows, strict=True):
+        ax.set_axis_off()
+        ax.text(0, 0.5, label, ha="right", va="center", fontsize=8, transform=ax.transAxes)
+        for i, text in enumerate(texts):
+            ax.text(
+                (i + 0.05) / n, 0.5, _shown(text), ha="left", va="center", fontsize=7,
+                family="monospace", transform=ax.transAxes,
+            )  # fmt: skip
+    figure.suptitle(f"{model.aggregation}: text from every subset of inputs (one sample a column)")
+    figure.subplots_adjust(left=0.12, right=0.99, top=1 - 0.5 / figure.get_figheight(), bottom=0.01)
+    figure.savefig(path, dpi=100)

@@ -148,6 +148,9 @@ def elbo_loss(
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Negative ELBO per data point, averaged over the batch.
 
+    Each modality's expected log-likelihood is multiplied by its ``spec.weight`` (MoPoE's
+    ``rec_weights``; 1 unless the dataset sets it).
+
     Parameters
     ----------
     model : MultimodalVAE
@@ -170,7 +173,8 @@ def elbo_loss(
     """
     posterior = model.encode(xs, mask)
     reconstruction, kl = elbo_terms(posterior, model, xs, mask, all_components=all_components)
-    loss = -(reconstruction.sum(-1) - beta * kl).mean()
+    weights = reconstruction.new_tensor([spec.weight for spec in model.specs])
+    loss = -((reconstruction * weights).sum(-1) - beta * kl).mean()
     terms = {"loss": loss.detach(), "kl": kl.mean().detach()}
     for spec, rec in zip(model.specs, reconstruction.detach().unbind(-1), strict=True):
         terms[f"rec_{spec.name}"] = rec.mean()

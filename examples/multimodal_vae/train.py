@@ -25,6 +25,7 @@ from typing import Any, NoReturn
 import numpy as np
 import torch
 from data import DATASETS, MultimodalDataset, get_dataset
+from data.mnist_svhn_text import ALPHABET
 from evaluate import (
     EvalSplit,
     Table,
@@ -35,7 +36,12 @@ from evaluate import (
     save_classifiers,
     train_classifiers,
 )
-from figures import save_conditional_generations, save_metric_curves, save_reconstructions
+from figures import (
+    save_conditional_generations,
+    save_metric_curves,
+    save_reconstructions,
+    save_text_generations,
+)
 from model import AGGREGATIONS, MultimodalVAE
 from objectives import elbo_loss
 from torch.utils.data import DataLoader, Subset
@@ -525,6 +531,8 @@ def run(args: argparse.Namespace) -> int:
     examples = EvalSplit.sample(test_set, FIGURE_SAMPLES, config["seed"], device).xs
     save_reconstructions(model, examples, run_dir / "reconstructions.png")
     save_conditional_generations(model, examples, run_dir / "conditional_generations.png")
+    if any(spec.kind == "text" for spec in model.specs):
+        save_text_generations(model, examples, run_dir / "text_generations.png", ALPHABET)
     save_metric_curves(state.step_losses, state.history, table, run_dir / "metrics.png")
     write_metrics(run_dir, state, table, accuracies, time.perf_counter() - start)
     print(

@@ -2,7 +2,8 @@
 
 Every dataset yields ``((x_1, ..., x_M), label)`` with images float32 in ``[0, 1]``,
 ``(C, H, W)``, and text float32 one-hot ``(L, V)``; ``dataset.specs`` describes the
-modalities. ``polymnist-mini`` and ``synthetic`` work offline with no download; the others
+modalities. ``polymnist-mini``, ``mnist-svhn-text-mini``, ``celeba-mini`` and ``synthetic`` work
+offline with no download; the others
 read the standard files from a directory the user names.
 """
 
@@ -13,7 +14,10 @@ from collections.abc import Callable
 
 from .base import ModalitySpec, MultimodalDataset
 from .celeba import get_celeba
+from .celeba_mini import get_celeba_mini
+from .celeba_text import get_celeba_text
 from .mnist_svhn_text import get_mnist_svhn_text
+from .mnist_svhn_text_mini import get_mnist_svhn_text_mini
 from .polymnist import generate_polymnist, get_polymnist, get_polymnist_mini
 from .synthetic import make_synthetic
 
@@ -35,7 +39,10 @@ _LOADERS: dict[str, Callable[..., MultimodalDataset]] = {
     "polymnist-mini": get_polymnist_mini,
     "polymnist": get_polymnist,
     "mnist-svhn-text": get_mnist_svhn_text,
-    "celeba": get_celeba,
+    "mnist-svhn-text-mini": get_mnist_svhn_text_mini,
+    "celeba-mini": get_celeba_mini,
+    "celeba": get_celeba_text,
+    "celeba-attributes": get_celeba,
     "synthetic": _synthetic,
 }
 DATASETS: tuple[str, ...] = tuple(_LOADERS)
@@ -57,7 +64,11 @@ def get_dataset(
     **kwargs
         Passed to the loader: ``get_polymnist_mini(n_per_class, test_fraction, seed)``,
         ``get_polymnist(mnist_dir, background_dir, seed)``,
-        ``get_mnist_svhn_text(multiplicity, text_length, seed)``, ``get_celeba(with_text)``,
+        ``get_mnist_svhn_text(multiplicity, text_length, seed)``,
+        ``get_mnist_svhn_text_mini(n_per_class, test_fraction, multiplicity, image_likelihood,
+        seed)``, ``get_celeba_text(eval_partition, seed)`` (``"celeba"``: MoPoE's image + text),
+        ``get_celeba(with_text)`` (``"celeba-attributes"``: MVAE's image + 18 attributes),
+        ``get_celeba_mini(n_train, n_test, image_likelihood, seed)``,
         ``make_synthetic(n, num_modalities, num_classes, shape, noise, seed)``.
 
     Raises

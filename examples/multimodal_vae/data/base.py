@@ -31,18 +31,25 @@ class ModalitySpec:
         over a vocabulary of ``V``; attributes ``(A,)``.
     likelihood : str
         ``"laplace"``, ``"gaussian"``, ``"categorical"`` or ``"bernoulli"``.
+    weight : float
+        Positive factor of the modality's log-likelihood in the training objective, as
+        MoPoE's ``rec_weights`` (which balance modalities of very different sizes); 1 by
+        default. Evaluation's log-likelihoods are never weighted.
     """
 
     name: str
     kind: str
     shape: tuple[int, ...]
     likelihood: str
+    weight: float = 1.0
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
         if self.likelihood not in LIKELIHOODS:
             raise ValueError(f"likelihood must be one of {LIKELIHOODS}, got {self.likelihood!r}")
+        if not self.weight > 0:
+            raise ValueError(f"weight must be positive, got {self.weight!r}")
         expected_ndim = {"image": 3, "text": 2, "attributes": 1}[self.kind]
         if len(self.shape) != expected_ndim:
             raise ValueError(

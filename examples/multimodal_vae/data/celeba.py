@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -48,15 +49,23 @@ CROP_SIZE = 148
 IMAGE_SIZE = 64
 
 
-def read_attributes(path: str | os.PathLike) -> tuple[list[str], np.ndarray]:
+def read_attributes(
+    path: str | os.PathLike, attributes: Sequence[str] = ATTRIBUTES
+) -> tuple[list[str], np.ndarray]:
     """Parse ``list_attr_celeba.txt``: a count, the attribute names, then rows of ±1.
+
+    Parameters
+    ----------
+    path : path
+    attributes : sequence of str
+        The columns to keep, in this order (default: MVAE's 18, :data:`ATTRIBUTES`).
 
     Returns
     -------
     image_names : list of str
         ``N`` file names, e.g. ``"000001.jpg"``.
     attributes : numpy.ndarray
-        ``(N, 18)`` float32 in ``{0, 1}``, columns in the order of :data:`ATTRIBUTES`.
+        ``(N, A)`` float32 in ``{0, 1}``, columns in the order of ``attributes``.
     """
     path = Path(path)
     with open(path) as f:
@@ -66,7 +75,7 @@ def read_attributes(path: str | os.PathLike) -> tuple[list[str], np.ndarray]:
         header = lines[1].split()
     except (IndexError, ValueError) as error:
         raise ValueError(f"{path}: expected a count, then attribute names") from error
-    missing = [a for a in ATTRIBUTES if a not in header]
+    missing = [a for a in attributes if a not in header]
     if missing:
         raise ValueError(f"{path}: attributes {missing} missing from the header")
     rows = [line.split() for line in lines[2:] if line.strip()]
@@ -75,7 +84,7 @@ def read_attributes(path: str | os.PathLike) -> tuple[list[str], np.ndarray]:
             f"{path}: header declares {count} rows of {len(header)} attributes; "
             f"found {len(rows)} rows, not all of that width"
         )
-    columns = [header.index(a) + 1 for a in ATTRIBUTES]
+    columns = [header.index(a) + 1 for a in attributes]
     values = np.array([[row[c] for c in columns] for row in rows], dtype=np.int64)
     if not np.isin(values, (-1, 1)).all():
         raise ValueError(f"{path}: attribute values must be -1 or 1")

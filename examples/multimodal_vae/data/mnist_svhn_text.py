@@ -124,6 +124,14 @@ class MNISTSVHNText(MultimodalDataset):
         Characters per text sample (the original's ``len_sequence``, 8).
     seed : int
         Seed of the pairing and the word offsets.
+    image_likelihood : str
+        Likelihood of both image modalities: ``"laplace"`` as MoPoE, or another of
+        :data:`~data.base.LIKELIHOODS`.
+
+    Each modality's :attr:`ModalitySpec.weight` is MoPoE's ``rec_weights``: the size of an
+    SVHN image (3,072 values) over the modality's size, which MoPoE counts as 784 for MNIST
+    and as ``text_length`` characters (not one-hot entries) for the text: 3.92, 1 and 384
+    for the standard length 8.
     """
 
     def __init__(
@@ -136,6 +144,7 @@ class MNISTSVHNText(MultimodalDataset):
         multiplicity: int = 20,
         text_length: int = 8,
         seed: int = 0,
+        image_likelihood: str = "laplace",
     ) -> None:
         longest = max(map(len, DIGIT_WORDS))
         if text_length <= longest:
@@ -151,10 +160,17 @@ class MNISTSVHNText(MultimodalDataset):
         self.text_length = text_length
         self.labels = torch.as_tensor(labels, dtype=torch.int64)
         self.num_classes = 10
+        svhn_size = 3 * 32 * 32
         self.specs = (
-            ModalitySpec("mnist", "image", (1, 28, 28), "laplace"),
-            ModalitySpec("svhn", "image", (3, 32, 32), "laplace"),
-            ModalitySpec("text", "text", (text_length, len(ALPHABET)), "categorical"),
+            ModalitySpec("mnist", "image", (1, 28, 28), image_likelihood, svhn_size / 784),
+            ModalitySpec("svhn", "image", (3, 32, 32), image_likelihood, 1.0),
+            ModalitySpec(
+                "text",
+                "text",
+                (text_length, len(ALPHABET)),
+                "categorical",
+                svhn_size / text_length,
+            ),
         )
 
     def text(self, index: int) -> str:

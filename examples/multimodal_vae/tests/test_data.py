@@ -67,7 +67,10 @@ def test_registry_lists_every_dataset():
         "polymnist-mini",
         "polymnist",
         "mnist-svhn-text",
+        "mnist-svhn-text-mini",
+        "celeba-mini",
         "celeba",
+        "celeba-attributes",
         "synthetic",
     )
 
@@ -375,7 +378,7 @@ def write_celeba(root: Path, partitions: list[int], rows: int | None = None) -> 
 
 def test_celeba_split_images_and_attributes(tmp_path):
     values = write_celeba(tmp_path, [0, 2, 0, 1, 2])
-    ds = data.get_dataset("celeba", "test", root=tmp_path)
+    ds = data.get_dataset("celeba-attributes", "test", root=tmp_path)
     assert len(ds) == 2 and ds.num_classes == 18
     assert [s.kind for s in ds.specs] == ["image", "attributes"]
     kept = values[[1, 4]][:, [ALL_ATTRIBUTES.index(a) for a in ATTRIBUTES]] > 0
@@ -391,7 +394,7 @@ def test_celeba_with_text(tmp_path):
     (tmp_path / TEXT_FILE).write_text(
         'image_id,text\n000001.jpg,"bangs, smiling"\n000002.jpg,hat\n'
     )
-    ds = data.get_dataset("celeba", "train", root=tmp_path, with_text=True)
+    ds = data.get_dataset("celeba-attributes", "train", root=tmp_path, with_text=True)
     (_, _, text), _ = ds[0]
     assert ds.specs[2].shape == text.shape == (256, 71)
     assert "".join(ALPHABET[i] for i in text.argmax(1)).rstrip() == "bangs, smiling"
@@ -399,7 +402,7 @@ def test_celeba_with_text(tmp_path):
 
 def test_celeba_missing_files_say_what_to_download(tmp_path):
     with pytest.raises(FileNotFoundError) as info:
-        data.get_dataset("celeba", root=tmp_path)
+        data.get_dataset("celeba-attributes", root=tmp_path)
     for name in (IMAGE_DIR, ATTRIBUTE_FILE, PARTITION_FILE):
         assert name in str(info.value)
     assert str(tmp_path) in str(info.value)
@@ -408,4 +411,4 @@ def test_celeba_missing_files_say_what_to_download(tmp_path):
 def test_celeba_rejects_corrupt_attribute_file(tmp_path):
     write_celeba(tmp_path, [0, 0, 0], rows=5)
     with pytest.raises(ValueError, match=ATTRIBUTE_FILE):
-        data.get_dataset("celeba", root=tmp_path)
+        data.get_dataset("celeba-attributes", root=tmp_path)

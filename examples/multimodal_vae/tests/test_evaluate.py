@@ -154,7 +154,7 @@ def test_evaluation_table_layout(data, classifiers, aggregation):
     table = evaluation_table(
         model, *data, classifiers, num_importance_samples=4, max_eval_samples=32, batch_size=16
     )
-    assert list(table) == list(METRICS)
+    assert list(table) == [*METRICS, "coherence_by_direction"]
     assert list(table["linear_probe"]) == [1, 2, 3]
     assert list(table["coherence"]) == [1, 2]
     assert list(table["log_likelihood"]) == [1, 2, 3]
@@ -256,7 +256,7 @@ def test_evaluation_table_on_multi_label_data(multi_label_data, multi_label_clas
         max_eval_samples=32,
         batch_size=16,
     )
-    assert list(table) == list(METRICS)
+    assert list(table) == [*METRICS, "coherence_by_direction"]
     assert list(table["coherence"]) == [1, 2, 3]
     assert all(0 <= v <= 1 for v in [*table["linear_probe"].values(), *table["coherence"].values()])
     assert all(math.isfinite(v) for row in table.values() for v in row.values())

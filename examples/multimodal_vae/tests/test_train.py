@@ -66,7 +66,12 @@ def test_run_folder_contents_and_metrics_table(config, tmp_path, capsys):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert len(metrics["step_losses"]) == 5
     assert [r["epoch"] for r in metrics["history"]] == [1]
-    assert set(metrics["eval"]) == {"linear_probe", "coherence", "log_likelihood"}
+    assert set(metrics["eval"]) == {
+        "linear_probe",
+        "coherence",
+        "log_likelihood",
+        "coherence_by_direction",
+    }
     saved = json.loads((run_dir / "config.json").read_text())
     assert saved["aggregation"] == "mopoe" and saved["latent_dim"] == 4
     header = (run_dir / "metrics.csv").read_text().splitlines()[0]
