@@ -21,6 +21,7 @@ from typing import Any, Literal
 import torch
 from torch.distributions import Distribution, MixtureSameFamily
 
+from barycentric._entry import entry_point
 from barycentric._families import FULL, Experts, Family, categorical, family_of, gather_experts
 from barycentric._validation import check_finite, check_positive, check_spd, promote_floating
 from barycentric.functional._experts import check_gaussian, prepare_experts
@@ -38,6 +39,7 @@ ExpertsLike = Distribution | Sequence[Distribution]
 Divergence = Literal["wasserstein", "reverse_kl", "forward_kl"]
 
 
+@entry_point
 def wasserstein_barycenter(
     experts: ExpertsLike,
     weights: torch.Tensor | Sequence[float] | None = None,
@@ -132,6 +134,7 @@ _DIRECTIONS: dict[str, Callable[[Experts, torch.Tensor, bool], Distribution]] = 
 }
 
 
+@entry_point
 def kl_barycenter(
     experts: ExpertsLike,
     weights: torch.Tensor | Sequence[float] | None = None,
@@ -190,6 +193,7 @@ def kl_barycenter(
     return _DIRECTIONS[direction](gathered, gathered.weights(weights, mask), project)
 
 
+@entry_point
 def product_of_experts(
     experts: ExpertsLike,
     *,
@@ -263,6 +267,7 @@ def product_of_experts(
     return family.pack(*family.precision_pool(loc, spread, weights, normalise=False))
 
 
+@entry_point
 def barycenter(
     experts: ExpertsLike,
     weights: torch.Tensor | Sequence[float] | None = None,
@@ -320,6 +325,7 @@ _DIVERGENCES: dict[str, Callable[..., Distribution]] = {
 }
 
 
+@entry_point
 def wasserstein_distance(
     p: Distribution, q: Distribution, *, squared: bool = False
 ) -> torch.Tensor:

@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch.distributions import Distribution, MixtureSameFamily
 
+from barycentric._entry import entry_point
 from barycentric._families import Family, categorical, gather_experts
 from barycentric._validation import check_int, validation_enabled
 from barycentric.functional._experts import (
@@ -42,6 +43,7 @@ _KERNELS: dict[str, Callable[[Family], Callable[..., tuple[torch.Tensor, torch.T
 }
 
 
+@entry_point
 def mixture_of_barycenters(
     experts: Distribution | Sequence[Distribution],
     subsets: SubsetSpec = "all",
@@ -144,6 +146,7 @@ def mixture_of_barycenters(
     return MixtureSameFamily(mixing, family.pack(bary_loc, bary_spread))
 
 
+@entry_point
 def stratified_rsample(mixture: MixtureSameFamily, n: int = 1) -> torch.Tensor:
     r"""Reparameterised draws from every component of a mixture (stratified sampling).
 

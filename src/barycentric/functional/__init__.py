@@ -20,6 +20,7 @@ from barycentric.functional.gaussian_kl import (
 )
 from barycentric.functional.gaussian_wasserstein import (
     FixedPointInfo,
+    default_tolerance,
     wasserstein_barycenter_diag,
     wasserstein_barycenter_full,
     wasserstein_distance_diag,
@@ -29,6 +30,7 @@ from barycentric.functional.subsets import subset_masks
 
 __all__ = [
     "FixedPointInfo",
+    "default_tolerance",
     "forward_kl_moments_diag",
     "forward_kl_moments_full",
     "reverse_kl_barycenter_diag",
