@@ -371,3 +371,14 @@ def test_compiled_diagonal_step_is_one_graph_equal_to_eager(validation_disabled)
     for ours, theirs in zip(grads, expected_grads, strict=True):
         torch.testing.assert_close(ours, theirs)
     torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("autocast", [False, True], ids=["plain", "autocast"])
+def test_a_solver_warns_at_the_callers_line_through_the_entry_points(autocast) -> None:
+    # the entry points add frames (more under autocast): a fixed stacklevel pointed into them
+    loc, _, cov = (t.detach() for t in _inputs())
+    with warnings.catch_warnings(record=True) as caught, torch.autocast("cpu", enabled=autocast):
+        warnings.simplefilter("always")
+        bc.wasserstein_barycenter(full(loc, cov), max_iter=1, tol=0.0)
+    assert [w.category for w in caught] == [RuntimeWarning]
+    assert caught[0].filename == __file__

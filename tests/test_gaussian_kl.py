@@ -464,7 +464,7 @@ def _mixed_scale_case(name: str, w: torch.Tensor, full_cov: bool):
     mean_exponent=st.floats(-1.0, 1.0),
     scale_exponent=st.floats(-1.0, 1.0),
 )
-@example(seed=0, mean_exponent=70 / 112, scale_exponent=-30 / 112)  # means 1e21, scales 1e-9
+@example(seed=0, mean_exponent=100 / 112, scale_exponent=-21 / 112)  # σ⁻² μ above 1e40
 @settings(
     max_examples=12,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
@@ -501,3 +501,27 @@ def test_kl_paths_are_right_wherever_representable(
         rtol=eps,
         atol=eps * expected_spread.abs().amax().item(),
     )
+
+
+@pytest.mark.usefixtures("validation")
+@pytest.mark.parametrize("full_cov", [False, True], ids=["diag", "full"])
+def test_huge_means_of_tiny_scales_pool_to_their_mean(full_cov) -> None:
+    # the report: float32 means of 1e21 with standard deviations of 1e-9 gave inf
+    loc = torch.full((M, D), 1e21)
+    scale = torch.full((M, D), 1e-9)
+    experts = full(loc, torch.diag_embed(scale.square())) if full_cov else diagonal(loc, scale)
+    prior = full(torch.zeros(D), torch.eye(D)) if full_cov else diagonal(_zeros(D), _ones(D))
+    for pooled in (
+        bc.kl_barycenter(experts),
+        bc.product_of_experts(experts),
+        bc.product_of_experts(experts, prior=prior),
+    ):
+        torch.testing.assert_close(pooled.mean, torch.full((D,), 1e21))
+
+
+def _zeros(*shape):
+    return torch.zeros(*shape)
+
+
+def _ones(*shape):
+    return torch.ones(*shape)

@@ -1,9 +1,10 @@
 r"""Barycenters of :mod:`torch.distributions` Gaussians: the public adapters.
 
-Experts are diagonal Gaussians, ``Independent(Normal(loc, scale), 1)``, or full-covariance
-ones, ``MultivariateNormal``; either one distribution whose batch dimension ``dim`` indexes
-the ``M`` experts, or a Python sequence of distributions of one family (stacked along a new
-last batch dimension). Results have the experts' batch shape without ``dim`` and the same
+Experts are diagonal Gaussians, ``Independent(Normal(loc, scale), 1)``, full-covariance
+ones, ``MultivariateNormal``, or univariate ones, ``Normal`` (computed as diagonal Gaussians
+of event size 1); either one distribution whose batch dimension ``dim`` indexes the ``M``
+experts, or a Python sequence of distributions of one family (stacked along a new last
+batch dimension). Results have the experts' batch shape without ``dim`` and the same
 family, dtype and device as the input.
 
 ``weights`` are non-negative, broadcastable to the experts' batch shape (a 1-D tensor of

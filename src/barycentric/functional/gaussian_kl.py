@@ -77,9 +77,9 @@ def pool_precisions_diag(
 
     Overflow-safe at every scale the dtype holds, with branch-free tensor operations (no
     host synchronisation; :func:`torch.compile` traces it whole). The precisions are taken
-    relative to :math:`u`, a power of two at the smallest standard deviation among the
-    experts with weight, dimension by dimension, and the weights relative to their sum
-    :math:`W = \sum_m w_m` (:math:`\hat w = w / W`):
+    relative to :math:`u`, the smallest standard deviation among the experts with weight,
+    dimension by dimension (the results do not depend on it, so it carries no derivative),
+    and the weights relative to their sum :math:`W = \sum_m w_m` (:math:`\hat w = w / W`):
 
     .. math::
 
@@ -87,18 +87,19 @@ def pool_precisions_diag(
         \mu = \frac{\sum_m \hat w_m r_m \mu_m}{\sum_m \hat w_m r_m}, \qquad
         r_m = (u / \sigma_m)^2 \le 1.
 
-    No :math:`r_m` overflows, the one of the smallest standard deviation is at least 1/4 (a
-    ratio that underflows belongs to an expert of negligible precision), and the
+    No :math:`r_m` overflows, the one of the smallest standard deviation is 1 (a ratio
+    that underflows belongs to an expert of negligible precision), and the
     information :math:`\sum_m \hat w_m r_m \mu_m` is at most :math:`\max_m |\mu_m|`: means
     and standard deviations anywhere in the dtype's range give the result wherever it is
     representable (float32 means of 1e21 with standard deviations of 1e-9 included, whose
     precision-weighted means :math:`\sigma_m^{-2} \mu_m` overflow), and scaling every
     :math:`\sigma_m` by a power of two changes no digit of the mean.
     """
-    weighted = _weighted_experts(weights, scale)
-    unit = power_of_two_scale(torch.where(weighted, scale, torch.inf).amin(-2, keepdim=True))
-    # u / σ_m ≤ 1 for the experts with weight; the clamp keeps placeholders finite
-    precision = (unit / scale).clamp(max=1.0).square()
+    # placeholders (no weight in any row) get an infinite deviation: out of the smallest,
+    # and of precision 0
+    scale = scale + torch.where(_weighted_experts(weights, scale), 0.0, torch.inf)
+    unit = scale.detach().amin(-2, keepdim=True)
+    precision = (unit / scale).square()
     share = normalise_weights(weights)
     pooled = weighted_sum(share, precision)
     mean = weighted_sum(share, precision * loc) / pooled
