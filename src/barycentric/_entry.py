@@ -76,7 +76,10 @@ def entry_point(
 
 
 def _autocasting() -> tuple[str, ...]:
-    """The device types on which autocast is on (a few hundred nanoseconds each)."""
+    """The device types on which autocast is on; torch's one flag for all of them (a tenth
+    of a microsecond, where asking each device type costs half a microsecond) first."""
+    if not torch._C._is_any_autocast_enabled():
+        return ()
     return tuple(device for device in AUTOCAST_DEVICE_TYPES if torch.is_autocast_enabled(device))
 
 

@@ -91,8 +91,11 @@ def power_of_two_scale(value: torch.Tensor) -> torch.Tensor:
     -------
     Tensor, shape (...)
     """
-    _, exponent = torch.frexp(value.detach())
-    return torch.ldexp(torch.ones_like(value.detach()), exponent - 1)
+    # v = m 2^e with 1/2 <= |m| < 1, so v / 2m = 2^{e-1} exactly; 0, inf and NaN give NaN
+    # there (frexp and a division: half the time of ldexp, which computes a power)
+    value = value.detach()
+    mantissa, _ = torch.frexp(value)
+    return (value / (mantissa + mantissa)).nan_to_num(0.5)
 
 
 def _matrix_scale(a: torch.Tensor) -> torch.Tensor:
