@@ -15,6 +15,11 @@ of failed decompositions and the fixed-point solver's stopping rule. Where vmap 
 (directly, or through :func:`torch.func.jacrev`, :func:`torch.func.jacfwd` or
 :func:`torch.func.hessian`), its error, which asks for an issue to be filed with PyTorch,
 becomes one that says why and what to do instead.
+
+The entry points add frames between the user's code and the library's warnings, which
+:func:`warn_at_caller` therefore attributes to the first frame outside the package; and a
+solve whose result needs no derivative reads its inputs without torch.func's wrappers
+(:func:`untracked`).
 """
 
 from __future__ import annotations
