@@ -27,7 +27,7 @@ from strategies import (
     random_weights,
     weights,
 )
-from torch.distributions import MixtureSameFamily
+from torch.distributions import MixtureSameFamily, Normal
 
 import barycentric as bc
 from barycentric.functional import (
@@ -650,3 +650,85 @@ def test_empty_batch_wasserstein_distance(family_p, family_q, generator) -> None
     torch.testing.assert_close(torch.cat([empty, whole]), whole)
     broadcast = bc.wasserstein_distance(rows(p, slice(0, 0)), rows(q, slice(0, 1)))
     assert broadcast.shape == (0, M)
+
+
+# --- univariate experts ------------------------------------------------------------------
+
+#: Each public call on experts of one family, with their mask (a Gaussian or a mixture).
+UNIVARIATE_CALLS = {
+    "wasserstein_barycenter": lambda e, mask: bc.wasserstein_barycenter(e, mask=mask),
+    "kl_barycenter": lambda e, mask: bc.kl_barycenter(e, mask=mask),
+    "kl_barycenter forward": lambda e, mask: bc.kl_barycenter(e, direction="forward", mask=mask),
+    "kl_barycenter projected": lambda e, mask: bc.kl_barycenter(
+        e, direction="forward", mask=mask, project=True
+    ),
+    "product_of_experts": lambda e, mask: bc.product_of_experts(e, mask=mask),
+    "barycenter": lambda e, mask: bc.barycenter(e, divergence="reverse_kl", mask=mask),
+    "mixture_of_barycenters": lambda e, mask: bc.mixture_of_barycenters(e, mask=mask),
+}
+
+
+def _as_univariate(dist):
+    """The ``Normal`` (or mixture of ``Normal``) of a diagonal Gaussian of event size 1."""
+    if isinstance(dist, MixtureSameFamily):
+        return MixtureSameFamily(
+            dist.mixture_distribution, _as_univariate(dist.component_distribution)
+        )
+    return Normal(dist.base_dist.loc[..., 0], dist.base_dist.scale[..., 0])
+
+
+@pytest.mark.usefixtures("validation")
+@pytest.mark.parametrize("name", sorted(UNIVARIATE_CALLS))
+@given(params=diag_gaussian_params(1, (B, M)), w=weights(M, B))
+def test_univariate_experts_give_a_univariate_result(name, params, w) -> None:
+    # a Normal was refused; it is the diagonal family of event size 1, returned as a Normal
+    loc, scale = params
+    call = UNIVARIATE_CALLS[name]
+    found = call(Normal(loc[..., 0], scale[..., 0]), w > 0)
+    expected = _as_univariate(call(diagonal(loc, scale), w > 0))
+    assert type(found) is type(expected) and found.event_shape == ()
+    assert found.batch_shape == expected.batch_shape
+    if isinstance(found, MixtureSameFamily):
+        torch.testing.assert_close(
+            found.mixture_distribution.probs, expected.mixture_distribution.probs
+        )
+        found, expected = found.component_distribution, expected.component_distribution
+    assert type(found) is Normal
+    torch.testing.assert_close((found.loc, found.scale), (expected.loc, expected.scale))
+
+
+def test_univariate_sequences_priors_and_distances() -> None:
+    experts = [Normal(0.0, 1.0), Normal(4.0, 3.0)]
+    wb = bc.wasserstein_barycenter(experts)
+    assert type(wb) is Normal and wb.batch_shape == ()
+    torch.testing.assert_close((wb.mean, wb.stddev), (torch.tensor(2.0), torch.tensor(2.0)))
+    # precisions 1 + 1/9 + 1 (the prior), mean (4/9) / (19/9)
+    poe = bc.product_of_experts(experts, prior=Normal(0.0, 1.0))
+    torch.testing.assert_close(poe.variance, torch.tensor(9 / 19))
+    torch.testing.assert_close(poe.mean, torch.tensor(4 / 19))
+    distance = bc.wasserstein_distance(Normal(0.0, 1.0), Normal(torch.tensor([3.0, 0.0]), 5.0))
+    torch.testing.assert_close(distance, torch.tensor([5.0, 4.0]))
+
+
+@pytest.mark.parametrize(
+    ("name", "call"),
+    [
+        (
+            "prior",
+            lambda: bc.product_of_experts(Normal(_z(M), _o(M)), prior=diagonal(_z(1), _o(1))),
+        ),
+        ("event shapes", lambda: bc.wasserstein_distance(Normal(0.0, 1.0), diagonal(_z(1), _o(1)))),
+        ("experts", lambda: bc.kl_barycenter([Normal(0.0, 1.0), diagonal(_z(1), _o(1))])),
+    ],
+)
+def test_univariate_and_diagonal_experts_do_not_mix(name, call) -> None:
+    with pytest.raises(ValueError, match=name):
+        call()
+
+
+def _z(*shape):
+    return torch.zeros(*shape)
+
+
+def _o(*shape):
+    return torch.ones(*shape)

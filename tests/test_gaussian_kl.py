@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
-from helpers import diagonal, full, mixture_moments, perturbed_covariances, weighted_kl
-from hypothesis import given
+from helpers import (
+    diagonal,
+    full,
+    mixture_moments,
+    perturbed_covariances,
+    validation,  # noqa: F401 (a fixture)
+    weighted_kl,
+)
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from strategies import (
     diag_gaussian_params,
     full_gaussian_params,
     random_diag_gaussian,
     random_full_gaussian,
+    random_spd,
     random_weights,
     weights,
 )
@@ -373,3 +383,145 @@ def test_weights_scaled_by_a_power_of_two_change_no_digit(exponent, generator) -
     for name, kernel in kernels.items():
         for expected, got in zip(kernel(weights), kernel(weights * 2.0**exponent), strict=True):
             assert torch.equal(got, expected), name
+
+
+# --- means and standard deviations at independent scales ---------------------------------
+
+
+def _mixed_scales(seed: int, full_cov: bool) -> tuple[torch.Tensor, ...]:
+    """float64 experts ``loc (2, M + 1, D)`` and standard deviations ``(2, M + 1, D)`` or
+    covariances (condition 1e2), with magnitudes mixed over six decades from expert to
+    expert (the last expert serves as a prior), and weights ``(2, M)`` with zeros."""
+    generator = torch.Generator().manual_seed(seed)
+    shape = (2, M + 1)
+    magnitude = 10.0 ** (6 * torch.rand(*shape, 1, generator=generator, dtype=torch.float64) - 3)
+    loc = torch.randn(*shape, D, generator=generator, dtype=torch.float64) * magnitude
+    if full_cov:
+        spread = random_spd(generator, D, shape) * 10.0 ** (
+            4 * torch.rand(*shape, 1, 1, generator=generator, dtype=torch.float64) - 2
+        )
+    else:
+        spread = 10.0 ** (6 * torch.rand(*shape, D, generator=generator, dtype=torch.float64) - 3)
+    return loc, spread, random_weights(generator, M, 2, zeros=True)
+
+
+def _pooled(loc, spread, w, full_cov: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Precision pooling written out in float64 from the inverses: ``Λ = Σ w Σ⁻¹``."""
+    cov = spread if full_cov else torch.diag_embed(spread.square())
+    precisions = torch.linalg.inv(cov)
+    precision = (w[..., None, None] * precisions).sum(-3)
+    information = (w[..., None] * (precisions @ loc.unsqueeze(-1))[..., 0]).sum(-2)
+    pooled = torch.linalg.inv(precision)
+    mean = (pooled @ information.unsqueeze(-1))[..., 0]
+    return mean, pooled if full_cov else torch.diagonal(pooled, dim1=-2, dim2=-1).sqrt()
+
+
+def _moments(loc, spread, w, full_cov: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Moment matching written out in float64."""
+    w = w / w.sum(-1, keepdim=True)
+    mean = (w[..., None] * loc).sum(-2)
+    centred = loc - mean.unsqueeze(-2)
+    if full_cov:
+        spread = spread + centred.unsqueeze(-1) * centred.unsqueeze(-2)
+        return mean, (w[..., None, None] * spread).sum(-3)
+    return mean, (w[..., None] * (spread.square() + centred.square())).sum(-2).sqrt()
+
+
+def _mixed_scale_case(name: str, w: torch.Tensor, full_cov: bool):
+    """``(path, reference)`` for the KL path ``name``: functions of ``(loc, spread)`` of
+    ``M + 1`` experts (the last one unused, or the prior of the product of experts)."""
+    if name == "reverse_kl":
+        kernel = reverse_kl_barycenter_full if full_cov else reverse_kl_barycenter_diag
+        return (
+            lambda loc, spread: kernel(loc[:, :M], spread[:, :M], w.to(loc.dtype)),
+            lambda loc, spread: _pooled(loc[:, :M], spread[:, :M], w / w.sum(-1, True), full_cov),
+        )
+    if name == "forward_kl":
+        kernel = forward_kl_moments_full if full_cov else forward_kl_moments_diag
+        return (
+            lambda loc, spread: kernel(loc[:, :M], spread[:, :M], w.to(loc.dtype)),
+            lambda loc, spread: _moments(loc[:, :M], spread[:, :M], w, full_cov),
+        )
+    present = w > 0
+    build = full if full_cov else diagonal
+
+    def product(loc, spread):
+        prior = build(loc[:, M], spread[:, M])
+        dist = bc.product_of_experts(build(loc[:, :M], spread[:, :M]), mask=present, prior=prior)
+        return (dist.loc, dist.covariance_matrix) if full_cov else (dist.mean, dist.base_dist.scale)
+
+    # the product's weights are 1 for the present experts and the prior
+    ones = torch.cat([present, torch.ones(2, 1, dtype=torch.bool)], -1).to(w.dtype)
+    return product, lambda loc, spread: _pooled(loc, spread, ones, full_cov)
+
+
+@pytest.mark.usefixtures("validation")
+@pytest.mark.parametrize("full_cov", [False, True], ids=["diag", "full"])
+@pytest.mark.parametrize("name", ["reverse_kl", "product_of_experts", "forward_kl"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    mean_exponent=st.floats(-1.0, 1.0),
+    scale_exponent=st.floats(-1.0, 1.0),
+)
+@example(seed=0, mean_exponent=100 / 112, scale_exponent=-21 / 112)  # σ⁻² μ above 1e40
+@settings(
+    max_examples=12,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+def test_kl_paths_are_right_wherever_representable(
+    name, full_cov, dtype, seed, mean_exponent, scale_exponent
+) -> None:
+    # the precision-weighted means σ⁻² μ overflowed (float32 means of 1e21 with standard
+    # deviations of 1e-9 gave inf): checked against the float64 formulas at a moderate
+    # scale and the closed-form scaling of the result, means by 2^a, deviations by 2^b
+    loc, spread, w = _mixed_scales(seed, full_cov)
+    path, reference = _mixed_scale_case(name, w, full_cov)
+    # the largest exponents that keep every input normal and every result finite: means to
+    # 2^12, deviations (and the forward moments') 2^-10 to 2^13, covariances to 2^26
+    top = math.frexp(torch.finfo(dtype).max)[1]
+    a = round(mean_exponent * (top - 16))
+    b = round(scale_exponent * ((top - 28) // 2 if full_cov else top - 16))
+    if name == "forward_kl":
+        a = b  # the moments mix means and deviations: they scale only together
+    moderate = (loc.to(dtype).double(), spread.to(dtype).double())
+    expected_mean, expected_spread = reference(*moderate)
+    spread_unit = 2.0 ** ((2 if full_cov else 1) * b)
+    mean, found_spread = path(
+        (moderate[0] * 2.0**a).to(dtype), (moderate[1] * spread_unit).to(dtype)
+    )
+    assert torch.isfinite(mean).all() and torch.isfinite(found_spread).all()
+    eps = (1e3 if full_cov else 64) * torch.finfo(dtype).eps
+    # a mean is a weighted average: its round-off is relative to the largest mean's
+    error = (mean.double() / 2.0**a - expected_mean).abs()
+    assert (error <= eps * moderate[0].abs().amax((-2, -1)).unsqueeze(-1)).all()
+    torch.testing.assert_close(
+        found_spread.double() / spread_unit,
+        expected_spread,
+        rtol=eps,
+        atol=eps * expected_spread.abs().amax().item(),
+    )
+
+
+@pytest.mark.usefixtures("validation")
+@pytest.mark.parametrize("full_cov", [False, True], ids=["diag", "full"])
+def test_huge_means_of_tiny_scales_pool_to_their_mean(full_cov) -> None:
+    # the report: float32 means of 1e21 with standard deviations of 1e-9 gave inf
+    loc = torch.full((M, D), 1e21)
+    scale = torch.full((M, D), 1e-9)
+    experts = full(loc, torch.diag_embed(scale.square())) if full_cov else diagonal(loc, scale)
+    prior = full(torch.zeros(D), torch.eye(D)) if full_cov else diagonal(_zeros(D), _ones(D))
+    for pooled in (
+        bc.kl_barycenter(experts),
+        bc.product_of_experts(experts),
+        bc.product_of_experts(experts, prior=prior),
+    ):
+        torch.testing.assert_close(pooled.mean, torch.full((D,), 1e21))
+
+
+def _zeros(*shape):
+    return torch.zeros(*shape)
+
+
+def _ones(*shape):
+    return torch.ones(*shape)

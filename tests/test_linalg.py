@@ -3,6 +3,8 @@ isolation, and gradients that stay finite at repeated eigenvalues."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import scipy.linalg
@@ -11,7 +13,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from strategies import spd_matrices
 
-from barycentric.linalg import eigh_psd, inv_sqrtm_psd, polar, sqrtm_psd, symmetrise
+from barycentric.linalg import (
+    eigh_psd,
+    inv_sqrtm_psd,
+    polar,
+    power_of_two_scale,
+    sqrtm_psd,
+    symmetrise,
+)
 
 
 def _with_spectrum(eigenvalues: list[float], seed: int = 0) -> torch.Tensor:
@@ -217,3 +226,23 @@ def test_an_empty_batch_of_matrices_gives_empty_results() -> None:
     a = torch.ones(0, 3, 3)
     assert sqrtm_psd(a).shape == inv_sqrtm_psd(a).shape == (0, 3, 3)
     assert [x.shape for x in polar(a)] == [(0, 3, 3)] * 2
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_power_of_two_scale_is_the_power_below_every_value(dtype) -> None:
+    # every binade of the dtype, subnormal ones included, at its ends and inside it
+    info = torch.finfo(dtype)
+    smallest = math.frexp(info.smallest_normal * info.eps)[1] - 1
+    largest = math.frexp(info.max)[1] - 1
+    powers = torch.tensor([2.0**k for k in range(smallest, largest + 1)], dtype=torch.float64)
+    mantissas = torch.tensor([1.0, 1.25, 1.5, 2.0 - 2 * info.eps], dtype=torch.float64)
+    values = (powers[:, None] * mantissas).to(dtype)  # rounded where the dtype is coarser
+    expected = torch.tensor(
+        [2.0 ** (math.frexp(v)[1] - 1) for v in values.double().flatten().tolist()],
+        dtype=dtype,
+    )
+    expected = expected.reshape(values.shape)
+    assert torch.equal(power_of_two_scale(values), expected)
+    assert torch.equal(power_of_two_scale(-values), expected)
+    special = torch.tensor([0.0, math.inf, -math.inf, math.nan], dtype=dtype)
+    assert torch.equal(power_of_two_scale(special), torch.full_like(special, 0.5))

@@ -490,10 +490,20 @@ def test_gradcheck_split_rsample(family, generator) -> None:
         MixtureSameFamily(
             Categorical(probs=torch.ones(3)), Independent(Laplace(torch.zeros(3, D), 1.0), 1)
         ),
-        MixtureSameFamily(Categorical(probs=torch.ones(3)), Normal(torch.zeros(3), 1.0)),
     ],
-    ids=["gaussian", "laplace-components", "univariate-components"],
+    ids=["gaussian", "laplace-components"],
 )
 def test_split_rsample_refuses_what_is_not_a_mixture_of_gaussians(mixture) -> None:
     with pytest.raises(ValueError, match="mixture"):
         bc.split_rsample(mixture)
+
+
+def test_split_rsample_of_univariate_components_draws_scalars() -> None:
+    # univariate experts are accepted everywhere (a Normal in, a Normal out)
+    mixture = MixtureSameFamily(
+        Categorical(probs=torch.tensor([0.25, 0.75])),
+        Normal(torch.tensor([-5.0, 5.0]), torch.tensor([1e-3, 2e-3])),
+    )
+    z, component = bc.split_rsample(mixture.expand((4,)))
+    assert z.shape == (4,) and component.tolist() == [0, 1, 1, 1]
+    torch.testing.assert_close(z, torch.tensor([-5.0, 5.0, 5.0, 5.0]), rtol=0, atol=1e-2)

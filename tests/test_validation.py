@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from helpers import diagonal, fixed_point_problems, full
+from helpers import diagonal, fixed_point_problems, full, validation  # noqa: F401 (a fixture)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -221,7 +221,7 @@ CASES = [
         "experts",
         lambda: bc.kl_barycenter([diagonal(_zeros(D), _ones(D)), full(_zeros(D), _eyes())]),
     ),
-    ("experts", lambda: bc.kl_barycenter(Normal(_zeros(M), _ones(M)))),
+    ("experts", lambda: bc.kl_barycenter(Laplace(_zeros(M), _ones(M)))),
     (
         "experts",
         lambda: bc.wasserstein_barycenter(Independent(Laplace(_zeros(M, D), _ones(M, D)), 1)),
@@ -515,3 +515,72 @@ def test_solver_options_are_refused_alike_for_both_families(family, option, valu
     mixture = MixtureSameFamily(Categorical(torch.ones(2)), components)
     with pytest.raises(ValueError, match=f"`{option}`"):
         bc.gmm_barycenter([mixture, mixture], **{option: value})
+
+
+# --- arrays and sequences as parameters of the tensor layer ------------------------------
+
+
+def _as(kind: str, x: torch.Tensor) -> object:
+    """``x`` as users hold it: a numpy array (float64 or float32), nested lists or tuples."""
+    if kind == "numpy":
+        return x.numpy()
+    if kind == "numpy32":
+        return x.float().numpy()
+    nested = x.tolist()
+    if kind == "tuple":
+
+        def freeze(item):
+            return tuple(freeze(i) for i in item) if isinstance(item, list) else item
+
+        nested = freeze(nested)
+    return nested
+
+
+KINDS = st.sampled_from(["tensor", "numpy", "numpy32", "list", "tuple"])
+DISTANCES = [(F.wasserstein_distance_diag, False), (F.wasserstein_distance_full, True)]
+
+
+@settings(max_examples=30, deadline=None)
+@given(kinds=st.tuples(KINDS, KINDS, KINDS), index=st.integers(0, len(KERNELS) - 1))
+def test_kernels_take_arrays_and_sequences_as_torch_as_tensor_makes_them(kinds, index) -> None:
+    # numpy arrays failed on `.is_complex`, lists on `.ndim`, before any check named them
+    kernel, is_full = KERNELS[index]
+    loc, scale, cov = (t.double() for t in _integer_experts())
+    weights = torch.tensor([1.0, 0.0, 2.0], dtype=torch.float64)
+    given_args = [
+        x if kind == "tensor" else _as(kind, x)
+        for kind, x in zip(kinds, (loc, cov if is_full else scale, weights), strict=True)
+    ]
+    expected = kernel(*(torch.as_tensor(x) for x in given_args))
+    for got, want in zip(kernel(*given_args), expected, strict=True):
+        assert got.dtype == want.dtype
+        torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize(("kernel", "is_full"), DISTANCES)
+@pytest.mark.parametrize("kind", ["numpy", "numpy32", "list", "tuple"])
+def test_distance_kernels_take_arrays_and_sequences(kernel, is_full, kind) -> None:
+    loc, scale, cov = (t.double()[0] for t in _integer_experts())
+    spread = cov if is_full else scale
+    expected = kernel(loc, spread, torch.as_tensor(_as(kind, loc.flip(0))), spread.flip(0))
+    torch.testing.assert_close(
+        kernel(loc, spread, _as(kind, loc.flip(0)), spread.flip(0)), expected
+    )
+
+
+@pytest.mark.usefixtures("validation")
+@pytest.mark.parametrize(
+    ("name", "call"),
+    [
+        ("loc", lambda: F.wasserstein_barycenter_diag([[0.0, 1.0], [1.0]], [[1.0], [1.0]])),
+        ("scale", lambda: F.reverse_kl_barycenter_diag([[0.0], [1.0]], "ones")),
+        ("cov", lambda: F.wasserstein_barycenter_full([[0.0], [1.0]], [[[1.0]], [[1.0, 2.0]]])),
+        ("loc", lambda: F.forward_kl_moments_full(np.array([[1j], [0.0]]), [[[1.0]], [[1.0]]])),
+        ("weights", lambda: F.forward_kl_moments_diag([[0.0], [1.0]], [[1.0], [1.0]], [1, [2]])),
+        ("loc_q", lambda: F.wasserstein_distance_diag([0.0], [1.0], [[0.0], 1.0], [1.0])),
+        ("cov_p", lambda: F.wasserstein_distance_full([0.0], {"a": 1}, [0.0], [[1.0]])),
+    ],
+)
+def test_unconvertible_parameters_raise_value_error_naming_them(name, call) -> None:
+    with pytest.raises(ValueError, match=f"`{name}`"):
+        call()

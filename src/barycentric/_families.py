@@ -9,7 +9,7 @@ kernels compute its barycenters. Lookup is by the distribution's type, as in
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch.distributions import (
@@ -29,7 +29,16 @@ from barycentric._validation import (
 )
 from barycentric.functional import gaussian_kl, gaussian_wasserstein
 
-__all__ = ["DIAGONAL", "FULL", "Experts", "Family", "categorical", "family_of", "gather_experts"]
+__all__ = [
+    "DIAGONAL",
+    "FULL",
+    "UNIVARIATE",
+    "Experts",
+    "Family",
+    "categorical",
+    "family_of",
+    "gather_experts",
+]
 
 Kernel = Callable[..., tuple[torch.Tensor, torch.Tensor]]
 
@@ -175,6 +184,24 @@ DIAGONAL = Family(
     },
 )
 
+
+def _unpack_univariate(dist: Distribution) -> tuple[torch.Tensor, torch.Tensor]:
+    return dist.loc.unsqueeze(-1), dist.scale.unsqueeze(-1)
+
+
+def _pack_univariate(loc: torch.Tensor, scale: torch.Tensor) -> Distribution:
+    return Normal(loc.squeeze(-1), scale.squeeze(-1))
+
+
+#: ``Normal``: the diagonal family's kernels on an event axis of size 1, added on unpacking
+#: and removed on packing, so that univariate experts give a univariate ``Normal``.
+UNIVARIATE = replace(
+    DIAGONAL,
+    name="univariate Gaussian (Normal)",
+    unpack=_unpack_univariate,
+    pack=_pack_univariate,
+)
+
 FULL = Family(
     name="MultivariateNormal",
     spread_dims=2,
@@ -198,6 +225,7 @@ def _independent_family(dist: Independent) -> Family | None:
 _REGISTRY: dict[type, Callable[[Distribution], Family | None]] = {
     MultivariateNormal: lambda dist: FULL,
     Independent: _independent_family,
+    Normal: lambda dist: UNIVARIATE,
 }
 
 
@@ -210,10 +238,10 @@ def family_of(dist: object, name: str = "experts") -> Family:
     family = lookup(dist) if lookup is not None else None
     if family is None:
         raise ValueError(
-            f"`{name}` must be Independent(Normal(loc, scale), 1) (diagonal) or "
-            f"MultivariateNormal (full covariance), got {dist!r}"
+            f"`{name}` must be Independent(Normal(loc, scale), 1) (diagonal), "
+            f"MultivariateNormal (full covariance) or Normal (univariate), got {dist!r}"
         )
-    if dist.event_shape[-1] == 0:
+    if 0 in dist.event_shape:
         raise ValueError(f"`{name}` must have an event size of at least 1, got event shape (0,)")
     return family
 

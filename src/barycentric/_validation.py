@@ -21,6 +21,7 @@ from torch.distributions import Distribution
 
 __all__ = [
     "all_finite",
+    "as_tensor",
     "check_decomposable",
     "check_finite",
     "check_int",
@@ -198,18 +199,46 @@ def _holds_complex(x: object) -> bool:
     return isinstance(x, complex) or (isinstance(x, np.ndarray | np.generic) and np.iscomplexobj(x))
 
 
-def promote_floating(*named: tuple[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
-    """The tensors of ``(name, tensor)`` pairs in the dtype to compute in: their promoted one.
+def as_tensor(
+    x: object,
+    name: str,
+    *,
+    dtype: torch.dtype | None = None,
+    device: torch.device | None = None,
+) -> torch.Tensor:
+    """``x`` (a tensor, numpy array, number or nested sequence of numbers) as a tensor, as
+    :func:`torch.as_tensor` makes it (no copy where none is needed); ``ValueError`` naming
+    ``name`` for complex values, ragged sequences and anything else torch cannot convert."""
+    check_not_complex(x, name)
+    try:
+        return torch.as_tensor(x, dtype=dtype, device=device)
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise ValueError(
+            f"`{name}` must be a tensor, an array or a (nested) sequence of real numbers, "
+            f"got {type(x).__name__}: {error}"
+        ) from error
 
-    Mixed floating dtypes promote as torch's arithmetic does (float32 with float64 gives
-    float64); integer or bool data alone give the default float dtype, as
-    :func:`torch.sqrt` does. Complex data raise ``ValueError`` naming the argument:
-    Gaussians here are real.
+
+def promote_floating(*named: tuple[str, object]) -> tuple[torch.Tensor, ...]:
+    """The tensors of ``(name, value)`` pairs in the dtype to compute in: their promoted one.
+
+    Values that are not tensors (numpy arrays, nested sequences of numbers) are converted
+    first, as :func:`torch.as_tensor` converts them (numpy keeps its dtype, Python floats
+    take the default float dtype), onto the device of the first tensor among them; what
+    cannot be converted raises ``ValueError`` naming the argument. Mixed floating dtypes
+    promote as torch's arithmetic does (float32 with float64 gives float64); integer or
+    bool data alone give the default float dtype, as :func:`torch.sqrt` does. Complex
+    data raise ``ValueError`` naming the argument: Gaussians here are real.
     """
-    for name, tensor in named:
+    device = next((value.device for _, value in named if isinstance(value, torch.Tensor)), None)
+    tensors = [
+        (name, value if isinstance(value, torch.Tensor) else as_tensor(value, name, device=device))
+        for name, value in named
+    ]
+    for name, tensor in tensors:
         if tensor.is_complex():
             raise ValueError(f"`{name}` must be real, got {tensor.dtype}")
-    dtype = functools.reduce(torch.promote_types, (tensor.dtype for _, tensor in named))
+    dtype = functools.reduce(torch.promote_types, (tensor.dtype for _, tensor in tensors))
     if not dtype.is_floating_point:
         dtype = torch.get_default_dtype()
-    return tuple(tensor.to(dtype) for _, tensor in named)
+    return tuple(tensor.to(dtype) for _, tensor in tensors)

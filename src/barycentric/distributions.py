@@ -1,9 +1,10 @@
 r"""Barycenters of :mod:`torch.distributions` Gaussians: the public adapters.
 
-Experts are diagonal Gaussians, ``Independent(Normal(loc, scale), 1)``, or full-covariance
-ones, ``MultivariateNormal``; either one distribution whose batch dimension ``dim`` indexes
-the ``M`` experts, or a Python sequence of distributions of one family (stacked along a new
-last batch dimension). Results have the experts' batch shape without ``dim`` and the same
+Experts are diagonal Gaussians, ``Independent(Normal(loc, scale), 1)``, full-covariance
+ones, ``MultivariateNormal``, or univariate ones, ``Normal`` (computed as diagonal Gaussians
+of event size 1); either one distribution whose batch dimension ``dim`` indexes the ``M``
+experts, or a Python sequence of distributions of one family (stacked along a new last
+batch dimension). Results have the experts' batch shape without ``dim`` and the same
 family, dtype and device as the input.
 
 ``weights`` are non-negative, broadcastable to the experts' batch shape (a 1-D tensor of
@@ -21,6 +22,7 @@ from typing import Any, Literal
 import torch
 from torch.distributions import Distribution, MixtureSameFamily
 
+from barycentric._entry import entry_point
 from barycentric._families import FULL, Experts, Family, categorical, family_of, gather_experts
 from barycentric._validation import promote_floating
 from barycentric.functional._experts import check_gaussian, prepare_experts
@@ -38,6 +40,7 @@ ExpertsLike = Distribution | Sequence[Distribution]
 Divergence = Literal["wasserstein", "reverse_kl", "forward_kl"]
 
 
+@entry_point
 def wasserstein_barycenter(
     experts: ExpertsLike,
     weights: torch.Tensor | Sequence[float] | None = None,
@@ -132,6 +135,7 @@ _DIRECTIONS: dict[str, Callable[[Experts, torch.Tensor, bool], Distribution]] = 
 }
 
 
+@entry_point
 def kl_barycenter(
     experts: ExpertsLike,
     weights: torch.Tensor | Sequence[float] | None = None,
@@ -190,6 +194,7 @@ def kl_barycenter(
     return _DIRECTIONS[direction](gathered, gathered.weights(weights, mask), project)
 
 
+@entry_point
 def product_of_experts(
     experts: ExpertsLike,
     *,
@@ -241,6 +246,7 @@ def product_of_experts(
     return family.pack(*family.precision_pool(loc, spread, weights, normalise=False))
 
 
+@entry_point
 def barycenter(
     experts: ExpertsLike,
     weights: torch.Tensor | Sequence[float] | None = None,
@@ -298,6 +304,7 @@ _DIVERGENCES: dict[str, Callable[..., Distribution]] = {
 }
 
 
+@entry_point
 def wasserstein_distance(
     p: Distribution, q: Distribution, *, squared: bool = False
 ) -> torch.Tensor:

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from barycentric._entry import entry_point, warn_at_caller
 from barycentric._validation import (
     all_finite,
     check_finite,
@@ -44,6 +45,7 @@ _SOLVER_DEFAULTS = {
 }
 
 
+@entry_point
 def empirical_barycenter(
     samples: Sequence[Array] | Array,
     weights: Array | Sequence[float] | None = None,
@@ -301,12 +303,10 @@ def _free_support(
     )
     displacements = log["displacement_square_norms"]
     if displacements and displacements[-1].item() > options["stopThr"]:
-        warnings.warn(
+        warn_at_caller(
             f"the free-support barycenter did not converge in numItermax={options['numItermax']} "
             f"iterations (squared displacement {displacements[-1].item():.3g} in units of the "
             f"data's spread > stopThr={options['stopThr']:.3g})",
-            RuntimeWarning,
-            stacklevel=3,
         )
     return (atoms * spread * magnitude).to(first.dtype), b.to(first.dtype)
 
@@ -396,12 +396,10 @@ def _sinkhorn(
     spread = log["err"][-1].item() if log["err"] else math.inf
     if spread >= options["stopThr"]:
         last = f"{spread:.3g}" if log["err"] else "not yet measured"
-        warnings.warn(
+        warn_at_caller(
             f"the Sinkhorn barycenter did not converge in numItermax={options['numItermax']} "
             f"iterations (spread of the marginals {last}, stopThr={options['stopThr']:.3g}); "
             "increase numItermax or `reg`",
-            RuntimeWarning,
-            stacklevel=3,
         )
     return support, barycenter
 

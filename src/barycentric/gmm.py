@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch.distributions import Categorical, MixtureSameFamily
 
+from barycentric._entry import entry_point
 from barycentric._families import DIAGONAL, FULL, Family, family_of
 from barycentric._validation import check_finite, check_not_complex
 from barycentric.functional._experts import prepare_weights
@@ -36,6 +37,7 @@ MAX_TUPLES = 1_000_000
 _NEGLIGIBLE_MASS = 1e-10
 
 
+@entry_point
 def gmm_barycenter(
     mixtures: Sequence[MixtureSameFamily],
     weights: torch.Tensor | Sequence[float] | None = None,

@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import torch
 
+from barycentric._entry import entry_point
 from barycentric._host import decompose_on_host, run_on_host
 from barycentric._validation import all_finite, check_decomposable
 
@@ -90,8 +91,11 @@ def power_of_two_scale(value: torch.Tensor) -> torch.Tensor:
     -------
     Tensor, shape (...)
     """
-    _, exponent = torch.frexp(value.detach())
-    return torch.ldexp(torch.ones_like(value.detach()), exponent - 1)
+    # v = m 2^e with 1/2 <= |m| < 1, so v / 2m = 2^{e-1} exactly; 0, inf and NaN give NaN
+    # there (frexp and a division: half the time of ldexp, which computes a power)
+    value = value.detach()
+    mantissa, _ = torch.frexp(value)
+    return (value / (mantissa + mantissa)).nan_to_num(0.5)
 
 
 def _matrix_scale(a: torch.Tensor) -> torch.Tensor:
@@ -156,6 +160,7 @@ def _resolution_floor(values: torch.Tensor, largest: torch.Tensor) -> torch.Tens
     return torch.maximum(values, (info.eps * largest).clamp_min(info.tiny))
 
 
+@entry_point
 def eigh_psd(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Eigendecomposition of positive semi-definite matrices, floored and isolated per matrix.
 
@@ -187,22 +192,38 @@ def eigh_psd(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return _resolution_floor(values, values[..., -1:]), vectors
 
 
+def _batched(function, axis: int | None, matrices: torch.Tensor, *options):
+    """The vmap rule of an autograd function of a batch of matrices: the mapped ``axis`` of
+    ``matrices`` moved to the front is one more batch dimension (:func:`torch.func.vmap`
+    then never sees the decompositions' isolation of failed matrices, which reads values)."""
+    outputs = function.apply(matrices if axis is None else matrices.movedim(axis, 0), *options)
+    return outputs, (None if axis is None else 0,) * len(outputs)
+
+
 class _Lyapunov(torch.autograd.Function):
     """``Z`` with ``X Z + Z X = G`` for ``X = U diag(s) Uᵀ``, differentiable in ``X`` and ``G``.
 
     ``s`` and ``U`` only solve the equation fast; the derivatives flow through ``X`` (an
     output of the function whose backward calls this, :class:`_PsdRoots` or
-    :class:`_Polar`, so they reach its input) and ``G``.
+    :class:`_Polar`, so they reach its input) and ``G``. Matrix products only, so
+    :func:`torch.func.vmap` batches it by running it on batched tensors, which lets
+    :func:`torch.func.jacrev` map the backward passes that call it.
     """
 
-    @staticmethod
-    def forward(ctx, x, g, roots, vectors):
-        kernel = (roots.unsqueeze(-1) + roots.unsqueeze(-2)).reciprocal()
-        z = vectors @ ((vectors.mT @ g @ vectors) * kernel) @ vectors.mT
-        ctx.save_for_backward(x, z, roots, vectors)
-        return z
+    generate_vmap_rule = True
 
     @staticmethod
+    def forward(x, g, roots, vectors):
+        kernel = (roots.unsqueeze(-1) + roots.unsqueeze(-2)).reciprocal()
+        return vectors @ ((vectors.mT @ g @ vectors) * kernel) @ vectors.mT
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, _, roots, vectors = inputs
+        ctx.save_for_backward(x, output, roots, vectors)
+
+    @staticmethod
+    @entry_point(name="the derivative of a matrix square root")
     def backward(ctx, grad):
         x, z, roots, vectors = ctx.saved_tensors
         grad_g = _Lyapunov.apply(x, grad, roots, vectors)
@@ -211,34 +232,48 @@ class _Lyapunov(torch.autograd.Function):
 
 
 class _PsdRoots(torch.autograd.Function):
-    """``A -> A^{1/2}`` (and ``A^{-1/2}`` with ``inverse``) with a differentiable backward."""
+    """``A -> A^{1/2}`` (and ``A^{-1/2}`` with ``inverse``) with a differentiable backward.
+
+    The eigenvalues' roots and the eigenvectors, which the backward pass solves with, are
+    returned as outputs that are not differentiable (as :mod:`torch.func` needs of what a
+    backward pass keeps).
+    """
 
     @staticmethod
-    def forward(ctx, a, inverse):
+    def forward(a, inverse):
         values, vectors = eigh_psd(a)
         roots = values.sqrt()
         root = (vectors * roots.unsqueeze(-2)) @ vectors.mT
-        ctx.set_materialize_grads(False)
         if not inverse:
-            ctx.save_for_backward(root, roots, vectors)
-            return root
-        inv_root = (vectors / roots.unsqueeze(-2)) @ vectors.mT
-        ctx.save_for_backward(root, roots, vectors, inv_root)
-        return root, inv_root
+            return root, roots, vectors
+        return root, (vectors / roots.unsqueeze(-2)) @ vectors.mT, roots, vectors
 
     @staticmethod
-    def backward(ctx, grad_root, grad_inv_root=None):
+    def vmap(info, in_dims, a, inverse):
+        return _batched(_PsdRoots, in_dims[0], a, inverse)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        root, *inverse, roots, vectors = output
+        ctx.mark_non_differentiable(roots, vectors)
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(root, roots, vectors, *inverse)
+
+    @staticmethod
+    @entry_point(name="the derivative of a matrix square root")
+    def backward(ctx, grad_root, *grads):
         root, roots, vectors, *inverse = ctx.saved_tensors
         # d(A^{-1/2}) = -A^{-1/2} d(A^{1/2}) A^{-1/2}: the inverse's cotangent joins the root's
         terms = [] if grad_root is None else [grad_root]
-        if grad_inv_root is not None:
+        if inverse and grads[0] is not None:
             (inv_root,) = inverse
-            terms.append(-inv_root.mT @ grad_inv_root @ inv_root.mT)
+            terms.append(-inv_root.mT @ grads[0] @ inv_root.mT)
         if not terms:
             return None, None
         return _Lyapunov.apply(root, symmetrise(sum(terms)), roots, vectors), None
 
 
+@entry_point
 def sqrtm_psd(a: torch.Tensor) -> torch.Tensor:
     """Principal square root :math:`A^{1/2}` of symmetric positive semi-definite matrices.
 
@@ -267,9 +302,10 @@ def sqrtm_psd(a: torch.Tensor) -> torch.Tensor:
     tensor([[2., 0.],
             [0., 3.]])
     """
-    return _PsdRoots.apply(a, False)
+    return _PsdRoots.apply(a, False)[0]
 
 
+@entry_point
 def inv_sqrtm_psd(a: torch.Tensor) -> torch.Tensor:
     """Inverse principal square root :math:`A^{-1/2}` of symmetric positive definite matrices.
 
@@ -300,23 +336,32 @@ def inv_sqrtm_psd(a: torch.Tensor) -> torch.Tensor:
 
 
 class _Polar(torch.autograd.Function):
-    """``X -> (Q, H)``, ``X = Q H``, from one SVD, with a differentiable backward."""
+    """``X -> (Q, H)``, ``X = Q H``, from one SVD, with a differentiable backward (the
+    singular values and right singular vectors are returned too, not differentiable)."""
 
     @staticmethod
-    def forward(ctx, x):
+    def forward(x):
         check_decomposable(x, "x")
         scale = _matrix_scale(x)
         u, singular, vh = _decompose(torch.linalg.svd, x / scale.unsqueeze(-1))
         singular = singular * scale
         singular = _resolution_floor(singular, singular[..., :1])
-        q = u @ vh
-        h = (vh.mT * singular.unsqueeze(-2)) @ vh
-        ctx.set_materialize_grads(False)
-        ctx.save_for_backward(x, q, h, singular, vh.mT)
-        return q, h
+        return u @ vh, (vh.mT * singular.unsqueeze(-2)) @ vh, singular, vh.mT
 
     @staticmethod
-    def backward(ctx, grad_q, grad_h):
+    def vmap(info, in_dims, x):
+        return _batched(_Polar, in_dims[0], x)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        q, h, singular, vectors = output
+        ctx.mark_non_differentiable(singular, vectors)
+        ctx.set_materialize_grads(False)
+        ctx.save_for_backward(inputs[0], q, h, singular, vectors)
+
+    @staticmethod
+    @entry_point(name="the derivative of a polar decomposition")
+    def backward(ctx, grad_q, grad_h, *_):
         x, q, h, singular, vectors = ctx.saved_tensors
         # H dH + dH H = dXᵀX + XᵀdX, and dQ = QΩ with HΩ + ΩH = QᵀdX - dXᵀQ (Ω skew): both
         # adjoints solve with L_H, which keeps symmetric and skew parts apart, so one solve
@@ -330,6 +375,7 @@ class _Polar(torch.autograd.Function):
         return 2 * (x @ symmetrise(z) + q @ _skew(z))
 
 
+@entry_point
 def polar(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Polar decomposition :math:`X = Q H` of square matrices.
 
@@ -373,4 +419,5 @@ def polar(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             [ 1.,  0.]]), tensor([[3., 0.],
             [0., 2.]]))
     """
-    return _Polar.apply(x)
+    q, h, _, _ = _Polar.apply(x)
+    return q, h

@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch.distributions import Distribution, MixtureSameFamily
 
+from barycentric._entry import entry_point
 from barycentric._families import Family, categorical, family_of, gather_experts
 from barycentric._validation import check_int, validation_enabled
 from barycentric.functional._experts import (
@@ -47,6 +48,7 @@ _KERNELS: dict[str, Callable[[Family], Callable[..., tuple[torch.Tensor, torch.T
 }
 
 
+@entry_point
 def mixture_of_barycenters(
     experts: Distribution | Sequence[Distribution],
     subsets: SubsetSpec = "all",
@@ -149,6 +151,7 @@ def mixture_of_barycenters(
     return MixtureSameFamily(mixing, family.pack(bary_loc, bary_spread))
 
 
+@entry_point
 def mixture_of_products(
     experts: Distribution | Sequence[Distribution],
     subsets: SubsetSpec = "all",
@@ -262,19 +265,27 @@ def mixture_of_products(
         normalise=False,
     )
     subset_weights, present = _subset_weights(raw, members, "`mask`")
-    absent = None
+    # without a prior, a subset without a present expert is pooled over all the row's
+    # present experts (finite, never reading an absent one), then replaced by the standard
+    # normal; with one, it is the prior alone
+    complete = prior is not None or bool(present.all())
+    if not complete:
+        subset_weights = torch.where(present.unsqueeze(-1), subset_weights, raw.unsqueeze(-2))
     if prior is not None:
         loc, spread, subset_weights = family.with_prior(prior, loc, spread, subset_weights)
-    elif not bool(present.all()):
-        absent = ~present
     tail = family.spread_dims + 1
     product_loc, product_spread = family.subset_kernels["reverse_kl"](
-        loc.unsqueeze(-3), spread.unsqueeze(-1 - tail), subset_weights, absent=absent
+        loc.unsqueeze(-3), spread.unsqueeze(-1 - tail), subset_weights
     )
+    if not complete:
+        product_loc, product_spread = standard_where_absent(
+            present, product_loc, product_spread, full=family.full
+        )
     mixing = categorical(present.to(product_loc.dtype))
     return MixtureSameFamily(mixing, family.pack(product_loc, product_spread))
 
 
+@entry_point
 def stratified_rsample(mixture: MixtureSameFamily, n: int = 1) -> torch.Tensor:
     r"""Reparameterised draws from every component of a mixture (stratified sampling).
 
@@ -321,6 +332,7 @@ def stratified_rsample(mixture: MixtureSameFamily, n: int = 1) -> torch.Tensor:
     return mixture.component_distribution.rsample((n,))
 
 
+@entry_point
 def split_rsample(
     mixture: MixtureSameFamily, *, generator: torch.Generator | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -402,13 +414,14 @@ def split_rsample(
     family = family_of(components, "mixture.component_distribution")
     component = _split(mixture.mixture_distribution.probs)
     index = component[..., None, None]
-    loc = torch.take_along_dim(components.mean, index, -2)[..., 0, :]
+    loc = torch.take_along_dim(family.unpack(components)[0], index, -2)[..., 0, :]
     noise = torch.randn(loc.shape, generator=generator, dtype=loc.dtype, device=loc.device)
     if family.full:
         tril = torch.take_along_dim(components.scale_tril, index[..., None], -3)[..., 0, :, :]
         return loc + (tril @ noise.unsqueeze(-1))[..., 0], component
-    scale = torch.take_along_dim(components.stddev, index, -2)[..., 0, :]
-    return loc + scale * noise, component
+    scale = torch.take_along_dim(family.unpack(components)[1], index, -2)[..., 0, :]
+    z = loc + scale * noise
+    return (z if components.event_shape else z[..., 0]), component
 
 
 def _split(probs: torch.Tensor) -> torch.Tensor:

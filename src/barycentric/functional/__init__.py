@@ -6,10 +6,13 @@ non-negative, broadcastable to ``(..., M)``, and normalised to sum to one. Resul
 ``M`` axis. The distribution-level functions of :mod:`barycentric` are thin adapters over
 these.
 
-The barycenter kernels compute in the promoted dtype of ``loc`` and ``scale``/``cov``
+Parameters are tensors, or numpy arrays and nested sequences of numbers, converted as
+:func:`torch.as_tensor` converts them (onto the device of the tensors among them). The
+barycenter kernels compute in the promoted dtype of ``loc`` and ``scale``/``cov``
 (float32 with float64 gives float64); integer or bool parameters are promoted to the
-default float dtype, as :func:`torch.sqrt` promotes them, and complex ones raise
-``ValueError``. The event size ``d`` must be at least 1.
+default float dtype, as :func:`torch.sqrt` promotes them, and complex ones, or values
+that are not numbers, raise ``ValueError`` naming the argument. The event size ``d``
+must be at least 1.
 """
 
 from barycentric.functional.gaussian_kl import (
@@ -20,6 +23,7 @@ from barycentric.functional.gaussian_kl import (
 )
 from barycentric.functional.gaussian_wasserstein import (
     FixedPointInfo,
+    default_tolerance,
     wasserstein_barycenter_diag,
     wasserstein_barycenter_full,
     wasserstein_distance_diag,
@@ -29,6 +33,7 @@ from barycentric.functional.subsets import subset_masks
 
 __all__ = [
     "FixedPointInfo",
+    "default_tolerance",
     "forward_kl_moments_diag",
     "forward_kl_moments_full",
     "reverse_kl_barycenter_diag",

@@ -13,10 +13,10 @@ import numpy as np
 import torch
 
 from barycentric._validation import (
+    as_tensor,
     check_decomposable,
     check_finite,
     check_nonnegative,
-    check_not_complex,
     check_positive,
     check_spd,
     promote_floating,
@@ -70,8 +70,7 @@ def prepare_weights(
     shape = torch.Size(shape)
     if weights is None:
         weights = like.new_ones(())
-    check_not_complex(weights, "weights")
-    weights = torch.as_tensor(weights, dtype=like.dtype, device=like.device)
+    weights = as_tensor(weights, "weights", dtype=like.dtype, device=like.device)
     try:
         # numpy's rule is torch's, at a twentieth of the cost (what one small problem pays)
         broadcast = torch.Size(np.broadcast_shapes(weights.shape, shape))
@@ -87,27 +86,23 @@ def prepare_weights(
         )
     check_nonnegative(weights, "weights")
     weights = weights.expand(shape)
-    total = weights.sum(-1, keepdim=True)
-    if validation_enabled() and bool((total == 0).any()):
+    if validation_enabled() and bool((weights.amax(-1) == 0).any()):
         raise ValueError(
             "`weights`/`mask`: a row has no expert left (all its weights are zero or masked)"
         )
-    return normalise_weights(weights, total) if normalise else weights
+    return normalise_weights(weights) if normalise else weights
 
 
-def normalise_weights(weights: torch.Tensor, total: torch.Tensor | None = None) -> torch.Tensor:
-    """``weights (..., M)`` divided by their sum over the last axis (``total``, if already
-    computed, keeps its dimension).
+def normalise_weights(weights: torch.Tensor) -> torch.Tensor:
+    """``weights (..., M)`` divided by their sum over the last axis.
 
-    Finite weights whose sum overflows are first divided by a power of two near their
-    row's largest: exact, so the normalised weights keep every digit, and the sum is then
-    finite (one host synchronisation to find out).
+    They are first divided by a power of two near their row's largest: exact, so the
+    normalised weights keep every digit, and the sum of finite weights is then finite.
+    Always, with branch-free tensor operations (a few on ``(..., M)``): no host
+    synchronisation, and nothing for :func:`torch.compile` to break its graph on.
     """
-    total = weights.sum(-1, keepdim=True) if total is None else total
-    if bool(total.isinf().any()):
-        weights = weights / power_of_two_scale(weights.amax(-1, keepdim=True))
-        total = weights.sum(-1, keepdim=True)
-    return weights / total
+    weights = weights / power_of_two_scale(weights.amax(-1, keepdim=True))
+    return weights / weights.sum(-1, keepdim=True)
 
 
 def weighted_sum(weights: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
@@ -203,9 +198,11 @@ def prepare_experts(
     Parameters
     ----------
     loc : Tensor, shape (..., M, d)
-        ``d`` at least 1.
+        ``d`` at least 1; or a numpy array or nested sequence of numbers (see
+        :func:`~barycentric._validation.promote_floating`).
     spread : Tensor, shape (..., M, d) or (..., M, d, d)
         Standard deviations or covariances; batch dimensions broadcast against ``loc``'s.
+        Like ``loc``, also an array or a nested sequence.
     weights : Tensor or None
         See :func:`prepare_weights`.
     full : bool
@@ -222,8 +219,8 @@ def prepare_experts(
         mean and unit spread; present ones are checked (finite means, positive scales, SPD
         covariances).
     """
-    batch = _check_shapes(loc, spread, full)
     loc, spread = promote_floating(("loc", loc), (_spread_name(full), spread))
+    batch = _check_shapes(loc, spread, full)
     if full:
         check_decomposable(spread, "cov")
     loc = loc.expand(*batch, loc.shape[-1])

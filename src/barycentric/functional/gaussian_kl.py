@@ -19,11 +19,15 @@ Shapes: ``loc (..., M, d)``, ``scale (..., M, d)`` (standard deviations), ``cov
 
 from __future__ import annotations
 
-import math
-
 import torch
 
-from barycentric.functional._experts import prepare_experts, weighted_matrix_sum, weighted_sum
+from barycentric._entry import entry_point
+from barycentric.functional._experts import (
+    normalise_weights,
+    prepare_experts,
+    weighted_matrix_sum,
+    weighted_sum,
+)
 from barycentric.linalg import power_of_two_scale, symmetrise
 
 __all__ = [
@@ -63,66 +67,44 @@ def _weighted_experts(weights: torch.Tensor, values: torch.Tensor) -> torch.Tens
     return (weights > 0).to(values.dtype).sum_to_size(values.shape[:-1]).unsqueeze(-1) > 0
 
 
-def _moderate(x: torch.Tensor, *, tiny_ok: bool = False) -> bool:
-    r"""Whether every entry of ``x`` lies within :math:`2^{\pm e/4}` of 1 (``e`` the dtype's
-    largest exponent: :math:`2^{\pm 31}` in float32), or is 0 where ``tiny_ok``: then
-    squares, inverse squares and sums of a few of them stay far inside the dtype's range,
-    and the plain formulas are exact as they stand (one host synchronisation)."""
-    if x.numel() == 0:
-        return True
-    bound = 2.0 ** (int(math.log2(torch.finfo(x.dtype).max)) // 4)
-    magnitude = x.abs()
-    moderate = magnitude.amax() <= bound
-    if not tiny_ok:
-        moderate &= magnitude.amin() >= 1 / bound
-    return bool(moderate)
-
-
-def _plus_absent(
-    total: torch.Tensor, absent: torch.Tensor | None, unit: torch.Tensor | float = 1.0
-) -> torch.Tensor:
-    """``total (..., S, *event)`` plus ``unit`` (a unit precision) in the subsets where
-    ``absent (..., S)`` is true; ``total`` itself, no copy, without ``absent``."""
-    if absent is None:
-        return total
-    return total + absent.to(total.dtype).unsqueeze(-1) * unit
-
-
 def pool_precisions_diag(
-    loc: torch.Tensor,
-    scale: torch.Tensor,
-    weights: torch.Tensor,
-    *,
-    absent: torch.Tensor | None = None,
+    loc: torch.Tensor, scale: torch.Tensor, weights: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     r"""The arithmetic of :func:`precision_pool_diag` on prepared inputs, without checks.
 
     ``weights (..., S, M)`` against ``loc, scale (..., 1, M, d)`` pools ``S`` subsets in
     one contraction (see :func:`~barycentric.functional._experts.weighted_sum`).
-    ``absent (..., S)``, bool, marks subsets whose weights are all zero: they get the
-    standard normal, from a unit precision added to their zero one (cheaper than
-    replacing them afterwards; adding 0 changes no other subset).
 
-    The precisions are taken relative to :math:`u`, a power of two at the smallest
-    standard deviation among the experts with weight, dimension by dimension:
-    :math:`\sigma^{-2} = u^{-2} \sum_m w_m (u / \sigma_m)^2`, each ratio at most 1, so
-    standard deviations near the dtype's range (below about 1e-19 or above 1e19 in
-    float32) neither overflow nor underflow, and scaling every :math:`\sigma_m` by a
-    power of two changes no digit. Where every standard deviation is moderate (within
-    :math:`2^{\pm 31}` in float32), :math:`u = 1` and the rescaling is skipped.
+    Overflow-safe at every scale the dtype holds, with branch-free tensor operations (no
+    host synchronisation; :func:`torch.compile` traces it whole). The precisions are taken
+    relative to :math:`u`, the smallest standard deviation among the experts with weight,
+    dimension by dimension (the results do not depend on it, so it carries no derivative),
+    and the weights relative to their sum :math:`W = \sum_m w_m` (:math:`\hat w = w / W`):
+
+    .. math::
+
+        \sigma^{-2} = u^{-2}\, W \sum_m \hat w_m r_m, \qquad
+        \mu = \frac{\sum_m \hat w_m r_m \mu_m}{\sum_m \hat w_m r_m}, \qquad
+        r_m = (u / \sigma_m)^2 \le 1.
+
+    No :math:`r_m` overflows, the one of the smallest standard deviation is 1 (a ratio
+    that underflows belongs to an expert of negligible precision), and the
+    information :math:`\sum_m \hat w_m r_m \mu_m` is at most :math:`\max_m |\mu_m|`: means
+    and standard deviations anywhere in the dtype's range give the result wherever it is
+    representable (float32 means of 1e21 with standard deviations of 1e-9 included, whose
+    precision-weighted means :math:`\sigma_m^{-2} \mu_m` overflow), and scaling every
+    :math:`\sigma_m` by a power of two changes no digit of the mean.
     """
-    if _moderate(scale):
-        precision = scale.pow(-2)
-        total = _plus_absent(weighted_sum(weights, precision), absent)
-        return weighted_sum(weights, precision * loc) / total, total.rsqrt()
-    weighted = _weighted_experts(weights, scale)
-    unit = power_of_two_scale(torch.where(weighted, scale, torch.inf).amin(-2, keepdim=True))
-    precision = torch.where(weighted, unit / scale, 0.0).square()
-    total = _plus_absent(weighted_sum(weights, precision), absent)
-    pooled_scale = unit.squeeze(-2) * total.rsqrt()
-    if absent is not None:
-        pooled_scale = torch.where(absent.unsqueeze(-1), 1.0, pooled_scale)
-    return weighted_sum(weights, precision * loc) / total, pooled_scale
+    # placeholders (no weight in any row) get an infinite deviation: out of the smallest,
+    # and of precision 0
+    scale = scale + torch.where(_weighted_experts(weights, scale), 0.0, torch.inf)
+    unit = scale.detach().amin(-2, keepdim=True)
+    precision = (unit / scale).square()
+    share = normalise_weights(weights)
+    pooled = weighted_sum(share, precision)
+    mean = weighted_sum(share, precision * loc) / pooled
+    total = weights.sum(-1, keepdim=True)
+    return mean, unit.squeeze(-2) * (total * pooled).rsqrt()
 
 
 def precision_pool_full(
@@ -143,32 +125,49 @@ def precision_pool_full(
 
 
 def pool_precisions_full(
-    loc: torch.Tensor,
-    cov: torch.Tensor,
-    weights: torch.Tensor,
-    *,
-    absent: torch.Tensor | None = None,
+    loc: torch.Tensor, cov: torch.Tensor, weights: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The arithmetic of :func:`precision_pool_full` on prepared inputs, without checks.
+    r"""The arithmetic of :func:`precision_pool_full` on prepared inputs, without checks.
 
     ``weights (..., S, M)`` against ``loc (..., 1, M, d)`` and ``cov (..., 1, M, d, d)``
     pools ``S`` subsets with one Cholesky factorisation per expert, not per subset and
-    expert (see :func:`~barycentric.functional._experts.weighted_sum`). ``absent (...,
-    S)`` marks subsets whose weights are all zero: they get the standard normal (see
-    :func:`pool_precisions_diag`).
+    expert (see :func:`~barycentric.functional._experts.weighted_sum`).
+
+    Overflow-safe as :func:`pool_precisions_diag` is, with branch-free tensor operations:
+    each covariance is factorised divided by :math:`s_m`, a power of two near its largest
+    variance, the precisions are taken relative to :math:`u = \min_m s_m` over the experts
+    with weight, the weights relative to their sum :math:`W` and the means relative to
+    :math:`v`, a power of two near the largest mean entry:
+
+    .. math::
+
+        \Lambda' = \sum_m \hat w_m \frac{u}{s_m} \Big(\frac{\Sigma_m}{s_m}\Big)^{-1}, \quad
+        \eta' = \sum_m \hat w_m \frac{u}{s_m} \Big(\frac{\Sigma_m}{s_m}\Big)^{-1}
+            \frac{\mu_m}{v}, \qquad
+        \Sigma = \frac{u}{W} \Lambda'^{-1}, \quad \mu = v\, \Lambda'^{-1} \eta',
+
+    every factor at most 1 but the experts' own condition numbers, so that neither the
+    precisions nor the information overflow wherever the result is representable.
     """
-    chol = torch.linalg.cholesky(cov)
-    precision = weighted_matrix_sum(weights, torch.cholesky_inverse(chol))
-    if absent is not None:
-        eye = torch.eye(loc.shape[-1], dtype=precision.dtype, device=precision.device)
-        precision = _plus_absent(precision, absent.unsqueeze(-1), eye)
-    information = weighted_sum(weights, torch.cholesky_solve(loc.unsqueeze(-1), chol)[..., 0])
+    weighted = _weighted_experts(weights, loc)[..., 0]
+    expert_scale = power_of_two_scale(torch.diagonal(cov, dim1=-2, dim2=-1).amax(-1))
+    chol = torch.linalg.cholesky(cov / expert_scale[..., None, None])
+    unit = torch.where(weighted, expert_scale, torch.inf).amin(-1, keepdim=True)
+    share = normalise_weights(weights) * torch.where(weighted, unit / expert_scale, 0.0)
+    loc_unit = power_of_two_scale(
+        torch.where(weighted.unsqueeze(-1), loc.abs(), 0.0).amax((-2, -1))
+    ).unsqueeze(-1)
+    precision = weighted_matrix_sum(share, torch.cholesky_inverse(chol))
+    scaled_loc = (loc / loc_unit.unsqueeze(-1)).unsqueeze(-1)
+    information = weighted_sum(share, torch.cholesky_solve(scaled_loc, chol)[..., 0])
     chol_total = torch.linalg.cholesky(symmetrise(precision))
     pooled_cov = symmetrise(torch.cholesky_inverse(chol_total))
     pooled_loc = torch.cholesky_solve(information.unsqueeze(-1), chol_total)[..., 0]
-    return pooled_loc, pooled_cov
+    total = weights.sum(-1, keepdim=True)
+    return loc_unit * pooled_loc, (unit / total).unsqueeze(-1) * pooled_cov
 
 
+@entry_point
 def reverse_kl_barycenter_diag(
     loc: torch.Tensor, scale: torch.Tensor, weights: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -191,6 +190,7 @@ def reverse_kl_barycenter_diag(
     return precision_pool_diag(loc, scale, weights)
 
 
+@entry_point
 def reverse_kl_barycenter_full(
     loc: torch.Tensor, cov: torch.Tensor, weights: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -214,6 +214,7 @@ def reverse_kl_barycenter_full(
     return precision_pool_full(loc, cov, weights)
 
 
+@entry_point
 def forward_kl_moments_diag(
     loc: torch.Tensor, scale: torch.Tensor, weights: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -236,9 +237,8 @@ def forward_kl_moments_diag(
     loc, scale, weights = prepare_experts(loc, scale, weights, full=False)
     mean = weighted_sum(weights, loc)
     centred = loc - mean.unsqueeze(-2)
-    if _moderate(scale) and _moderate(centred, tiny_ok=True):
-        return mean, weighted_sum(weights, scale.square() + centred.square()).sqrt()
-    # relative to a power of two at the largest deviation, so that no square overflows
+    # relative to a power of two at the largest deviation, so that no square overflows (and
+    # none that matters underflows): branch-free, so compiled graphs hold it whole
     weighted = _weighted_experts(weights, scale)
     largest = torch.where(weighted, torch.maximum(scale, centred.abs()), 0.0)
     unit = power_of_two_scale(largest.amax(-2, keepdim=True))
@@ -246,6 +246,7 @@ def forward_kl_moments_diag(
     return mean, unit.squeeze(-2) * weighted_sum(weights, scale.square() + centred.square()).sqrt()
 
 
+@entry_point
 def forward_kl_moments_full(
     loc: torch.Tensor, cov: torch.Tensor, weights: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:

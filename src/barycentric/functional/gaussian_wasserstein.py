@@ -108,12 +108,12 @@ differentiable backward (:mod:`barycentric.linalg`).
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Callable
 from typing import Literal, NamedTuple
 
 import torch
 
+from barycentric._entry import entry_point, untracked, warn_at_caller
 from barycentric._host import run_on_host, solve_on_host
 from barycentric._threads import solver_threads
 from barycentric._validation import all_finite, check_int, check_real, promote_floating
@@ -205,6 +205,7 @@ def check_solver_options(
     return max_iter, None if tol is None else check_real(tol, "tol", minimum=0.0)
 
 
+@entry_point
 def wasserstein_barycenter_diag(
     loc: torch.Tensor, scale: torch.Tensor, weights: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -403,7 +404,8 @@ def _implicit_vjp(
     closed form (``functional._adjoint``) for the problems that certifies, and through
     autograd for the others.
     """
-    if torch.is_grad_enabled():
+    # torch.func.vjp's backward runs with grad mode on over tensors that record nothing
+    if torch.is_grad_enabled() and solution.requires_grad:
         return _recorded_vjp(solution, covs, weights, grad, needs, max_iter, tol)
     closed, certified = ClosedFormAdjoint.where_certified(solution, covs, weights, tol)
     if closed is None:
@@ -446,7 +448,7 @@ def _recorded_vjp(
     views of ``covs`` and ``weights`` make the ``autograd.grad`` calls partial
     derivatives of ``F``: ``solution`` depends on the tensors, not on their views.
     """
-    create_graph = torch.is_grad_enabled()
+    create_graph = torch.is_grad_enabled() and solution.requires_grad
     with torch.enable_grad():
         if create_graph:
             s, c, w = solution, covs.view_as(covs), weights.view_as(weights)
@@ -474,13 +476,19 @@ class _ImplicitFixedPoint(torch.autograd.Function):
     """Identity on the solution ``S*`` whose backward differentiates ``S* = F(S*, covs, w)``."""
 
     @staticmethod
-    def forward(ctx, solution, covs, weights, max_iter, tol):
-        output = solution.clone()
-        ctx.save_for_backward(output, covs, weights)
-        ctx.max_iter, ctx.tol = max_iter, tol
-        return output
+    def forward(solution, covs, weights, max_iter, tol):
+        return solution.clone()
 
     @staticmethod
+    def setup_context(ctx, inputs, output):
+        _, covs, weights, ctx.max_iter, ctx.tol = inputs
+        ctx.save_for_backward(output, covs, weights)
+
+    @staticmethod
+    @entry_point(
+        name="The implicit derivative of the Wasserstein barycenter",
+        why="its adjoint iteration stops on values; backward='unroll' can be mapped",
+    )
     def backward(ctx, grad):
         solution, covs, weights = ctx.saved_tensors
         needs = ctx.needs_input_grad[1:3]
@@ -562,6 +570,7 @@ def _diagonal_closed_form(covs: torch.Tensor, weights: torch.Tensor) -> torch.Te
     return torch.diag_embed(weighted_sum(weights, stddev).square())
 
 
+@entry_point
 def wasserstein_barycenter_full(
     loc: torch.Tensor,
     cov: torch.Tensor,
@@ -687,7 +696,11 @@ def _barycenter_full(
                 # fifth of a small problem's time); its tensors leave it as copies
                 with torch.inference_mode():
                     solution, info = _solve(
-                        flat_covs, flat_weights, max_iter, tol, differentiable=False
+                        untracked(flat_covs),
+                        untracked(flat_weights),
+                        max_iter,
+                        tol,
+                        differentiable=False,
                     )
                 bary = _ImplicitFixedPoint.apply(solution, flat_covs, flat_weights, max_iter, tol)
                 info = FixedPointInfo(
@@ -716,16 +729,15 @@ def _warn_unconverged(info: FixedPointInfo, tol: float) -> None:
     )
     if broken:
         detail.append(f"{broken} could not be solved (a step was not finite)")
-    warnings.warn(
+    warn_at_caller(
         f"Wasserstein barycenter fixed point did not converge for {count} of "
         f"{info.converged.numel()} problems in {info.iterations} iterations "
         f"({'; '.join(detail)}); their rows have converged=False, the other rows are "
         "unaffected",
-        RuntimeWarning,
-        stacklevel=3,
     )
 
 
+@entry_point
 def wasserstein_distance_diag(
     loc_p: torch.Tensor, scale_p: torch.Tensor, loc_q: torch.Tensor, scale_q: torch.Tensor
 ) -> torch.Tensor:
@@ -750,6 +762,7 @@ def wasserstein_distance_diag(
     return (loc_p - loc_q).square().sum(-1) + (scale_p - scale_q).square().sum(-1)
 
 
+@entry_point
 def wasserstein_distance_full(
     loc_p: torch.Tensor, cov_p: torch.Tensor, loc_q: torch.Tensor, cov_q: torch.Tensor
 ) -> torch.Tensor:
