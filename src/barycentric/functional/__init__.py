@@ -29,9 +29,10 @@ from barycentric.functional.gaussian_wasserstein import (
     wasserstein_distance_diag,
     wasserstein_distance_full,
 )
-from barycentric.functional.subsets import subset_masks
+from barycentric.functional.subsets import MAX_SUBSETS, subset_masks
 
 __all__ = [
+    "MAX_SUBSETS",
     "FixedPointInfo",
     "default_tolerance",
     "forward_kl_moments_diag",
