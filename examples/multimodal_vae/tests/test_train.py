@@ -229,7 +229,7 @@ def test_the_epoch_test_loss_reads_at_most_max_test_loss_samples(monkeypatch) ->
     import train
 
     config = {**train.DEFAULTS, **TINY, "eval": {**train.DEFAULTS["eval"], **TINY["eval"]}}
-    _, test_set = train._load_datasets(config)
+    _, test_set = train.load_datasets(config)
     model = train.MultimodalVAE(test_set.specs, config["latent_dim"], "mwb")
     seen: list[int] = []
     elbo = train.elbo_loss
