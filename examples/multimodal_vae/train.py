@@ -316,9 +316,11 @@ def _check_numbers(
             raise ValueError(f"{prefix}{key} must be {bound}, got {value!r}")
 
 
-def _validate(config: dict[str, Any], *, need_aggregation: bool) -> None:
-    if config["dataset"] not in DATASETS:
+def _validate(config: dict[str, Any], *, need_aggregation: bool, registered: bool = True) -> None:
+    if registered and config["dataset"] not in DATASETS:
         raise ValueError(f"dataset must be one of {', '.join(DATASETS)}; got {config['dataset']!r}")
+    if not isinstance(config["dataset"], str):
+        raise ValueError(f"dataset must be a name, got {config['dataset']!r}")
     if need_aggregation and config["aggregation"] not in AGGREGATIONS:
         raise ValueError(
             f"aggregation must be one of {', '.join(AGGREGATIONS)}; got {config['aggregation']!r}"
@@ -692,37 +694,61 @@ def _run_classifiers_only(config: dict[str, Any], path: Path, overwrite: bool) -
     return 0
 
 
-def run(args: argparse.Namespace, processes: Processes) -> int:
-    """Train, evaluate, plot and report one run; see :func:`main`."""
+def default_config(**keys: Any) -> dict[str, Any]:
+    """A complete, checked configuration: :data:`DEFAULTS` updated with ``keys`` (and
+    ``eval`` key by key), as a config file would be. ``dataset`` may name data of your own,
+    which :func:`fit` takes as given."""
+    config = _merge(copy.deepcopy(DEFAULTS), keys, "default_config")
+    _validate(config, need_aggregation=True, registered=False)
+    return config
+
+
+def fit(
+    config: dict[str, Any],
+    run_dir: Path,
+    datasets: tuple[MultimodalDataset, MultimodalDataset],
+    *,
+    overwrite: bool = False,
+    resume: bool = False,
+    classifiers_path: Path | None = None,
+    processes: Processes | None = None,
+) -> MultimodalVAE | None:
+    """Train a model on ``datasets``, evaluate it and write the run folder ``run_dir``.
+
+    What ``train.py`` does once its configuration is resolved and its data loaded; call it
+    with datasets of your own (any :class:`~data.MultimodalDataset`). Prints the table.
+
+    Parameters
+    ----------
+    config : dict
+        A complete configuration (:func:`default_config`).
+    run_dir : Path
+    datasets : (MultimodalDataset, MultimodalDataset)
+        The train and test splits.
+    overwrite, resume : bool
+        Replace an existing run folder, or continue it from its checkpoint.
+    classifiers_path : Path, optional
+        The coherence classifiers (default ``run_dir / classifiers.pt``).
+    processes : Processes, optional
+        This process among those ``torchrun`` started; ``None``: the only one.
+
+    Returns
+    -------
+    MultimodalVAE or None
+        The trained model on process 0; ``None`` on the others, and when a resumed run has
+        nothing to train.
+    """
     start = time.perf_counter()
-    config, run_dir = resolve_config(args)
-    classifiers_path = args.classifiers or run_dir / CLASSIFIERS_FILE
-    if args.train_classifiers:
-        return _run_classifiers_only(config, classifiers_path, args.overwrite)
-    check_run_dir(run_dir, overwrite=args.overwrite, resume=args.resume)
-    if config["batch_size"] % processes.world_size:
-        raise ValueError(
-            f"batch_size {config['batch_size']} is the global batch: it must be a multiple of "
-            f"the {processes.world_size} processes"
-        )
-    config["world_size"] = processes.world_size
-    if config["quick"] and processes.is_main:
-        print(QUICK_NOTE)
-    torch.set_num_threads(config["threads"] or available_cpus())
+    processes = processes or Processes()
+    check_run_dir(run_dir, overwrite=overwrite, resume=resume)
+    train_set, test_set = datasets
     device = processes.device(config["device"])
-    processes.start(device)
-    # process 0 first: it writes the caches of generated datasets, which the others read
-    if not processes.is_main:
-        processes.barrier()
-    train_set, test_set = load_datasets(config)
-    if processes.is_main:
-        processes.barrier()
     torch.manual_seed(config["seed"])
     model = MultimodalVAE(
         train_set.specs, config["latent_dim"], config["aggregation"], config["likelihoods"]
     ).to(device)
     optimiser = torch.optim.Adam(model.parameters(), lr=config["lr"])
-    if args.resume:
+    if resume:
         state, saved = load_checkpoint(run_dir / CHECKPOINT_FILE, model, optimiser, config)
         if state.budget_reached(config) and _evaluated_at(run_dir) == state.step:
             if processes.is_main:
@@ -732,7 +758,7 @@ def run(args: argparse.Namespace, processes: Processes) -> int:
                     "Raise --epochs or --max-steps to train further; evaluate it again with "
                     f"python examples/multimodal_vae/evaluate.py {run_dir}"
                 )
-            return 0
+            return None
         changes = _changes(saved, config)
         if processes.is_main:
             if state.budget_reached(config):
@@ -755,14 +781,14 @@ def run(args: argparse.Namespace, processes: Processes) -> int:
         trainer = Trainer(model, optimiser, noise, processes, config, run_dir, log)
         train(trainer, state, train_set, test_set)
         if not processes.is_main:
-            return 0
+            return None
         training = {"step": state.step, "step_losses": state.step_losses}
         training["history"] = state.history
         table, accuracy = evaluate_model(
             model,
             config,
             run_dir,
-            (train_set, test_set),
+            datasets,
             training=training,
             classifiers_path=classifiers_path,
             log=log,
@@ -774,6 +800,41 @@ def run(args: argparse.Namespace, processes: Processes) -> int:
     results["wall_time_s"] = time.perf_counter() - start
     (run_dir / RESULTS_FILE).write_text(json.dumps(results, indent=2))
     print(report(config, run_dir, state.step, table, accuracy))
+    return model.eval()
+
+
+def run(args: argparse.Namespace, processes: Processes) -> int:
+    """Resolve the configuration, load the data and :func:`fit`; see :func:`main`."""
+    config, run_dir = resolve_config(args)
+    classifiers_path = args.classifiers or run_dir / CLASSIFIERS_FILE
+    if args.train_classifiers:
+        return _run_classifiers_only(config, classifiers_path, args.overwrite)
+    check_run_dir(run_dir, overwrite=args.overwrite, resume=args.resume)  # before the data
+    if config["batch_size"] % processes.world_size:
+        raise ValueError(
+            f"batch_size {config['batch_size']} is the global batch: it must be a multiple of "
+            f"the {processes.world_size} processes"
+        )
+    config["world_size"] = processes.world_size
+    if config["quick"] and processes.is_main:
+        print(QUICK_NOTE)
+    torch.set_num_threads(config["threads"] or available_cpus())
+    processes.start(processes.device(config["device"]))
+    # process 0 first: it writes the caches of generated datasets, which the others read
+    if not processes.is_main:
+        processes.barrier()
+    datasets = load_datasets(config)
+    if processes.is_main:
+        processes.barrier()
+    fit(
+        config,
+        run_dir,
+        datasets,
+        overwrite=args.overwrite,
+        resume=args.resume,
+        classifiers_path=classifiers_path,
+        processes=processes,
+    )
     return 0
 
 
