@@ -18,6 +18,13 @@ same state on every process, and each process keeps its own rows: row ``i`` gets
 draws the same shapes. With one process the generator is torch's default one, so a
 one-process run draws exactly what it drew before this module existed.
 
+This covers every Gaussian draw of the ELBO: the joint posteriors' (``poe``, ``wb``) and
+the mixtures' components (``moe``, ``mopoe``, ``mwb``). The mixtures' choice of one
+component per row (the objective's default estimator) is not a Gaussian draw: each
+process draws it for its own rows from torch's default generator, seeded apart on every
+process, which keeps the estimator unbiased but is not the one process's choice; with
+``reconstruct_all_components`` every component is decoded and nothing is chosen.
+
 What remains different is the order of the floating-point sums (each process sums its
 rows, then the gradients are summed across processes) and the batch size each kernel sees:
 the parameters agree to float32 round-off, not bitwise.
