@@ -39,12 +39,12 @@ from evaluate import (
     QUICK_NOTE,
     RESULTS_FILE,
     RandomSubset,
-    available_cpus,
     evaluate_model,
     load_datasets,
     report,
     save_classifiers,
     train_classifiers,
+    use_threads,
 )
 from model import AGGREGATIONS, MultimodalVAE
 from objectives import elbo_loss
@@ -175,8 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--threads",
         type=int,
-        help="CPU threads of torch's intra-op pool (default 1; 0: every CPU this process may "
-        "use): one thread keeps its speed when other processes share the cores",
+        help="CPU threads of torch's intra-op pool and of the BLAS under the linear probe "
+        "(default 1; 0: every CPU this process may use): one thread keeps its speed when "
+        "other processes share the cores",
     )
     parser.add_argument("--seed", type=int, help=_default("seed"))
     parser.add_argument(
@@ -818,7 +819,7 @@ def run(args: argparse.Namespace, processes: Processes) -> int:
     config["world_size"] = processes.world_size
     if config["quick"] and processes.is_main:
         print(QUICK_NOTE)
-    torch.set_num_threads(config["threads"] or available_cpus())
+    use_threads(config["threads"])
     processes.start(processes.device(config["device"]))
     # process 0 first: it writes the caches of generated datasets, which the others read
     if not processes.is_main:
