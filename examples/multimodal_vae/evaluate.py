@@ -32,12 +32,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from data import ModalitySpec, MultimodalDataset
+from data import ModalitySpec, MultimodalDataset, get_dataset
 from model import MultimodalVAE
 from networks import make_encoder
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score
 from sklearn.multioutput import MultiOutputClassifier
+from tensorboard_log import TensorBoardLog
 from torch import Tensor, nn
 from torch.distributions import Independent, Normal
 from torch.utils.data import DataLoader, default_collate
@@ -626,16 +627,23 @@ class RandomSubset(MultimodalDataset):
         self.num_classes = dataset.num_classes
         self.labels = dataset.labels[self.indices]
 
-    def __getitem__(self, index: int):
+    def __getitem__(self, index: int) -> tuple[tuple[Tensor, ...], int | Tensor]:
         return self.dataset[int(self.indices[index])]
+
+
+def classifier_training_set(
+    train_set: MultimodalDataset, settings: dict, seed: int
+) -> MultimodalDataset:
+    """What new coherence classifiers train on: ``train_set``, or a :class:`RandomSubset`
+    of ``settings["max_classifier_samples"]`` points of it."""
+    limit = settings.get("max_classifier_samples")
+    return train_set if limit is None else RandomSubset(train_set, limit, seed)
 
 
 def load_datasets(
     config: dict, data_root: str | None = None
 ) -> tuple[MultimodalDataset, MultimodalDataset]:
     """The train and test splits a run's ``config`` names, from ``data_root`` if given."""
-    from data import get_dataset
-
     root = data_root if data_root is not None else config["data_root"]
     options = config.get("dataset_options") or {}
     return tuple(
@@ -671,7 +679,7 @@ def evaluate_model(
     *,
     training: dict,
     classifiers_path: Path | None = None,
-    log=None,
+    log: TensorBoardLog | None = None,
     checkpoint: str = CHECKPOINT_FILE,
 ) -> tuple[Table, dict[str, float]]:
     """Evaluate ``model`` as ``config["eval"]`` says and write the results into ``run_dir``.
@@ -706,18 +714,16 @@ def evaluate_model(
     classifier_accuracy : dict
         Modality name → its classifier's score on real test data.
     """
+    # imported here: figures imports this module
     from figures import save_conditional_generations, save_metric_curves, save_reconstructions
 
     settings = config["eval"]
     seed, batch_size = config["seed"], config["batch_size"]
     device = next(model.parameters()).device
     train_set, test_set = datasets
-    judged = train_set
-    if settings.get("max_classifier_samples") is not None:
-        judged = RandomSubset(train_set, settings["max_classifier_samples"], seed)
     classifiers = load_or_train_classifiers(
         classifiers_path or run_dir / CLASSIFIERS_FILE,
-        judged,
+        classifier_training_set(train_set, settings, seed),
         epochs=settings["classifier_epochs"],
         seed=seed,
         device=device,
@@ -797,8 +803,6 @@ def evaluate_run(
     ValueError
         If the checkpoint cannot be read.
     """
-    from tensorboard_log import TensorBoardLog
-
     run_dir = Path(run_dir)
     if not (run_dir / CONFIG_FILE).is_file():
         raise FileNotFoundError(f"{run_dir} is not a run folder: it has no {CONFIG_FILE}")
@@ -863,8 +867,8 @@ _SIZE_FLAGS = (
     ("--num-importance-samples", "num_importance_samples", "importance samples K per point"),
     ("--max-eval-samples", "max_eval_samples", "points of each split for probe and coherence"),
     ("--max-log-likelihood-samples", "max_log_likelihood_samples", "test points of log p(X)"),
-    ("--classifier-epochs", "classifier_epochs", "epochs of the coherence classifiers"),
-    ("--max-classifier-samples", "max_classifier_samples", "training points of the classifiers"),
+    ("--classifier-epochs", "classifier_epochs", "epochs of new coherence classifiers"),
+    ("--max-classifier-samples", "max_classifier_samples", "training points of new classifiers"),
 )
 
 
@@ -904,13 +908,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--classifiers",
         type=Path,
-        help=f"coherence classifiers: read if the file exists, else trained and written "
-        f"(default RUN_DIR/{CLASSIFIERS_FILE})",
+        help=f"coherence classifiers: read if the file exists (the classifier sizes then "
+        f"do not apply), else trained and written (default RUN_DIR/{CLASSIFIERS_FILE})",
     )
     parser.add_argument("--data-root", help="data directory (default: the run's data_root)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     parser.add_argument(
-        "--threads", type=int, default=1, help="torch's CPU threads (default 1; 0: every CPU)"
+        "--threads",
+        type=int,
+        default=1,
+        help="CPU threads of torch and of the BLAS under the probe (default 1; 0: every CPU)",
     )
     return parser
 
@@ -923,6 +930,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ValueError("device cuda is not available")
         if args.device not in ("cpu", "cuda"):
             raise ValueError(f"device must be cpu or cuda, got {args.device!r}")
+        if args.threads < 0:
+            raise ValueError(f"threads must be non-negative, got {args.threads}")
         use_threads(args.threads)
         sizes = {key: getattr(args, key) for _, key, _ in _SIZE_FLAGS}
         evaluate_run(

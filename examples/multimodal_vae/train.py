@@ -38,7 +38,7 @@ from evaluate import (
     QUICK_EVAL,
     QUICK_NOTE,
     RESULTS_FILE,
-    RandomSubset,
+    classifier_training_set,
     evaluate_model,
     load_datasets,
     report,
@@ -179,7 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
         "(default 1; 0: every CPU this process may use): one thread keeps its speed when "
         "other processes share the cores",
     )
-    parser.add_argument("--seed", type=int, help=_default("seed"))
+    parser.add_argument(
+        "--seed", type=int, help=f"seed of the weights, data order and noise {_default('seed')}"
+    )
     parser.add_argument(
         "--keep-best",
         action="store_const",
@@ -681,10 +683,8 @@ def _run_classifiers_only(config: dict[str, Any], path: Path, overwrite: bool) -
     if path.exists() and not overwrite:
         raise ValueError(f"{path} already exists; pass --overwrite to retrain the classifiers")
     train_set, _ = load_datasets(config)
-    limit = config["eval"]["max_classifier_samples"]
-    judged = train_set if limit is None else RandomSubset(train_set, limit, config["seed"])
     classifiers = train_classifiers(
-        judged,
+        classifier_training_set(train_set, config["eval"], config["seed"]),
         epochs=config["eval"]["classifier_epochs"],
         seed=config["seed"],
         device=config["device"],
