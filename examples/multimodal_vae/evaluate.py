@@ -19,20 +19,26 @@ reports for CelebA (:func:`mean_average_precision`).
 
 from __future__ import annotations
 
+import argparse
+import csv
 import itertools
+import json
 import math
+import os
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from data import ModalitySpec, MultimodalDataset
+from data import ModalitySpec, MultimodalDataset, get_dataset
 from model import MultimodalVAE
 from networks import make_encoder
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score
 from sklearn.multioutput import MultiOutputClassifier
+from tensorboard_log import TensorBoardLog
 from torch import Tensor, nn
 from torch.distributions import Independent, Normal
 from torch.utils.data import DataLoader, default_collate
@@ -614,3 +620,384 @@ def format_table(table: Table) -> str:
             )
             lines.append(f"{'coherence' if start == 0 else '':<16}{cells}")
     return "\n".join(lines)
+
+
+# --- Evaluating a run folder: what train.py does after training, and the command line ---
+
+#: Evaluation sizes of a quick run (``--quick``): seconds, and numbers that only say the
+#: pipeline works.
+QUICK_EVAL = {
+    "num_importance_samples": 2,
+    "max_eval_samples": 100,
+    "max_log_likelihood_samples": 10,
+    "max_test_loss_samples": 64,
+    "classifier_epochs": 1,
+    "max_classifier_samples": 500,
+}
+QUICK_NOTE = (
+    "quick run: a few steps and a reduced evaluation, to check that everything works; "
+    "its numbers are not the benchmark's (drop --quick and use a configs/*.json for those)"
+)
+CONFIG_FILE = "config.json"
+CHECKPOINT_FILE = "checkpoint.pt"
+CLASSIFIERS_FILE = "classifiers.pt"
+RESULTS_FILE = "metrics.json"
+#: The figures of a run folder, drawn by every evaluation.
+FIGURES = ("reconstructions.png", "conditional_generations.png", "metrics.png")
+#: Drawn besides :data:`FIGURES` for datasets with a text modality.
+TEXT_FIGURE = "text_generations.png"
+FIGURE_SAMPLES = 8
+
+
+class RandomSubset(MultimodalDataset):
+    """``n`` points of ``dataset`` chosen at random with ``seed`` (all of them if fewer).
+
+    Parameters
+    ----------
+    dataset : MultimodalDataset
+    n : int
+    seed : int
+    """
+
+    def __init__(self, dataset: MultimodalDataset, n: int, seed: int) -> None:
+        generator = torch.Generator().manual_seed(seed)
+        self.dataset = dataset
+        self.indices = torch.randperm(len(dataset), generator=generator)[:n]
+        self.specs = dataset.specs
+        self.num_classes = dataset.num_classes
+        self.labels = dataset.labels[self.indices]
+
+    def __getitem__(self, index: int) -> tuple[tuple[Tensor, ...], int | Tensor]:
+        return self.dataset[int(self.indices[index])]
+
+
+def classifier_training_set(
+    train_set: MultimodalDataset, settings: dict, seed: int
+) -> MultimodalDataset:
+    """What new coherence classifiers train on: ``train_set``, or a :class:`RandomSubset`
+    of ``settings["max_classifier_samples"]`` points of it."""
+    limit = settings.get("max_classifier_samples")
+    return train_set if limit is None else RandomSubset(train_set, limit, seed)
+
+
+def load_datasets(
+    config: dict, data_root: str | None = None
+) -> tuple[MultimodalDataset, MultimodalDataset]:
+    """The train and test splits a run's ``config`` names, from ``data_root`` if given."""
+    root = data_root if data_root is not None else config["data_root"]
+    options = config.get("dataset_options") or {}
+    return tuple(
+        get_dataset(config["dataset"], split, root, **options) for split in ("train", "test")
+    )
+
+
+def write_results(run_dir: Path, results: dict) -> None:
+    """``metrics.json`` (everything) and ``metrics.csv`` (tidy: one value per row).
+
+    ``results`` holds ``history`` (per-epoch losses), ``eval`` (the table) and
+    ``classifier_accuracy``, besides anything else ``metrics.json`` keeps.
+    """
+    (run_dir / RESULTS_FILE).write_text(json.dumps(results, indent=2))
+    with open(run_dir / "metrics.csv", "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["section", "epoch", "metric", "num_inputs", "value"])
+        for record in results["history"]:
+            for metric in ("train_loss", "test_loss"):
+                writer.writerow(["history", record["epoch"], metric, "", record[metric]])
+        for metric, row in results["eval"].items():
+            for k, value in row.items():
+                writer.writerow(["eval", "", metric, k, value])
+        for name, value in results["classifier_accuracy"].items():
+            writer.writerow(["classifier_accuracy", "", name, "", value])
+
+
+def evaluate_model(
+    model: MultimodalVAE,
+    config: dict,
+    run_dir: Path,
+    datasets: tuple[MultimodalDataset, MultimodalDataset],
+    *,
+    training: dict,
+    classifiers_path: Path | None = None,
+    log: TensorBoardLog | None = None,
+    checkpoint: str = CHECKPOINT_FILE,
+) -> tuple[Table, dict[str, float]]:
+    """Evaluate ``model`` as ``config["eval"]`` says and write the results into ``run_dir``.
+
+    Computes :func:`evaluation_table` and the classifiers' accuracy on real test data,
+    draws :data:`FIGURES`, updates ``metrics.json`` (keeping what it holds besides) and
+    ``metrics.csv``, and logs the table and the figures to ``log`` at the checkpoint's
+    step.
+
+    Parameters
+    ----------
+    model : MultimodalVAE
+    config : dict
+        The run's configuration; ``eval`` holds the evaluation sizes.
+    run_dir : Path
+    datasets : (MultimodalDataset, MultimodalDataset)
+        The train and test splits.
+    training : dict
+        ``step``, ``step_losses`` and ``history`` of the training (a checkpoint's state).
+    classifiers_path : Path, optional
+        The coherence classifiers: read if the file exists, else trained (on at most
+        ``eval.max_classifier_samples`` points) and written; default
+        ``run_dir / classifiers.pt``.
+    log : TensorBoardLog, optional
+    checkpoint : str
+        The checkpoint file the model comes from, recorded with the results.
+
+    Returns
+    -------
+    table : dict
+        See :func:`evaluation_table`.
+    classifier_accuracy : dict
+        Modality name → its classifier's score on real test data.
+    """
+    # imported here: figures imports this module
+    from data.mnist_svhn_text import ALPHABET
+    from figures import (
+        save_conditional_generations,
+        save_metric_curves,
+        save_reconstructions,
+        save_text_generations,
+    )
+
+    settings = config["eval"]
+    seed, batch_size = config["seed"], config["batch_size"]
+    device = next(model.parameters()).device
+    train_set, test_set = datasets
+    classifiers = load_or_train_classifiers(
+        classifiers_path or run_dir / CLASSIFIERS_FILE,
+        classifier_training_set(train_set, settings, seed),
+        epochs=settings["classifier_epochs"],
+        seed=seed,
+        device=device,
+    )
+    table = evaluation_table(
+        model,
+        train_set,
+        test_set,
+        classifiers,
+        num_importance_samples=settings["num_importance_samples"],
+        max_eval_samples=settings["max_eval_samples"],
+        max_log_likelihood_samples=settings["max_log_likelihood_samples"],
+        batch_size=batch_size,
+        seed=seed,
+    )
+    real = EvalSplit.sample(test_set, settings["max_eval_samples"], seed, device)
+    scores = classifier_accuracies(classifiers, real.xs, real.labels, batch_size)
+    accuracy = dict(zip((spec.name for spec in test_set.specs), scores, strict=True))
+    examples = EvalSplit.sample(test_set, FIGURE_SAMPLES, seed, device).xs
+    figures = [run_dir / name for name in FIGURES]
+    save_reconstructions(model, examples, figures[0])
+    save_conditional_generations(model, examples, figures[1])
+    save_metric_curves(training["step_losses"], training["history"], table, figures[2])
+    if any(spec.kind == "text" for spec in model.specs):
+        figures.append(run_dir / TEXT_FIGURE)
+        save_text_generations(model, examples, figures[-1], ALPHABET)
+    path = run_dir / RESULTS_FILE
+    results = json.loads(path.read_text()) if path.is_file() else {}
+    results.update(
+        step=training["step"],
+        step_losses=training["step_losses"],
+        history=training["history"],
+        eval=table,
+        classifier_accuracy=accuracy,
+        eval_settings={**settings, "checkpoint": checkpoint, "quick": config.get("quick", False)},
+    )
+    write_results(run_dir, results)
+    if log is not None:
+        log.table(table, training["step"])
+        log.scalars("eval/classifier_accuracy", accuracy, training["step"])
+        log.images(figures, training["step"])
+    return table, accuracy
+
+
+def report(config: dict, run_dir: Path, step: int, table: Table, accuracy: dict) -> str:
+    """What a run prints after its evaluation: the table and the classifiers' ceiling."""
+    lines = [
+        f"{config['aggregation']} on {config['dataset']}, {step} steps, run folder {run_dir}",
+        format_table(table),
+        "coherence classifiers' accuracy on real test data: "
+        + ", ".join(f"{name} {value:.3f}" for name, value in accuracy.items()),
+    ]
+    if config.get("quick"):
+        lines.append(QUICK_NOTE)
+    return "\n".join(lines)
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    *,
+    checkpoint: str = CHECKPOINT_FILE,
+    eval_settings: dict | None = None,
+    quick: bool = False,
+    classifiers_path: Path | None = None,
+    device: str = "cpu",
+    data_root: str | None = None,
+) -> tuple[Table, dict[str, float]]:
+    """Evaluate a trained run folder again and write the results into it.
+
+    The model comes from :meth:`MultimodalVAE.from_run`, the data and the evaluation sizes
+    from the configuration the checkpoint was trained with: :data:`QUICK_EVAL` when
+    ``quick``, then ``eval_settings``, override the sizes. Writes what
+    :func:`evaluate_model` writes (never ``config.json``) and logs to the run's
+    TensorBoard events at the checkpoint's step.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``run_dir`` holds no ``config.json`` or no ``checkpoint``.
+    ValueError
+        If the checkpoint cannot be read.
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run folder: it has no {CONFIG_FILE}")
+    model = MultimodalVAE.from_run(run_dir, device=device, checkpoint=checkpoint)
+    saved = torch.load(run_dir / checkpoint, map_location="cpu", mmap=True, weights_only=True)
+    config = dict(saved["config"])
+    config["eval"] = {**config["eval"], **(QUICK_EVAL if quick else {}), **(eval_settings or {})}
+    config["quick"] = quick or config.get("quick", False)
+    state = saved["state"]
+    training = {"step": state["step"], "step_losses": state["step_losses"]}
+    training["history"] = state["history"]
+    datasets = load_datasets(config, data_root)
+    log = TensorBoardLog(run_dir)
+    try:
+        table, accuracy = evaluate_model(
+            model,
+            config,
+            run_dir,
+            datasets,
+            training=training,
+            classifiers_path=classifiers_path,
+            log=log,
+            checkpoint=checkpoint,
+        )
+    finally:
+        log.close()
+    print(report(config, run_dir, state["step"], table, accuracy))
+    return table, accuracy
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (a container's share, not the host's count)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def use_threads(threads: int) -> None:
+    """Run torch's intra-op pool and the BLAS and OpenMP pools under NumPy, SciPy and
+    scikit-learn (the linear probe) on ``threads`` threads; 0: :func:`available_cpus`.
+
+    One thread is the default because a pool's threads wait for each other at every
+    operation: while other processes hold the cores, ten fits of the linear probe took
+    16.8 s with OpenBLAS's 2 threads and 0.28 s with one.
+    """
+    from threadpoolctl import threadpool_limits
+
+    count = threads or available_cpus()
+    torch.set_num_threads(count)
+    threadpool_limits(limits=count)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+#: Evaluation-size flags: (flag, config key, what it sets).
+_SIZE_FLAGS = (
+    ("--num-importance-samples", "num_importance_samples", "importance samples K per point"),
+    ("--max-eval-samples", "max_eval_samples", "points of each split for probe and coherence"),
+    ("--max-log-likelihood-samples", "max_log_likelihood_samples", "test points of log p(X)"),
+    ("--classifier-epochs", "classifier_epochs", "epochs of new coherence classifiers"),
+    ("--max-classifier-samples", "max_classifier_samples", "training points of new classifiers"),
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):
+        raise ValueError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``evaluate.py``."""
+    parser = _Parser(
+        prog="evaluate.py",
+        description="Evaluate a trained run folder again: the latent linear probe, cross-modal "
+        "coherence and test log-likelihood by number of input modalities, the classifiers' "
+        "accuracy and the figures. Writes metrics.json, metrics.csv and the figures into the "
+        "run folder and logs them to its TensorBoard events; config.json is left as it is. "
+        "Evaluation sizes default to the run's config.json ('eval').",
+    )
+    parser.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a folder train.py wrote")
+    parser.add_argument(
+        "--checkpoint",
+        default=CHECKPOINT_FILE,
+        help=f"checkpoint file in RUN_DIR (default {CHECKPOINT_FILE}, the last; best.pt: "
+        "the best by test loss, written by train.py --keep-best)",
+    )
+    for flag, key, what in _SIZE_FLAGS:
+        parser.add_argument(
+            flag, type=_positive_int, dest=key, help=f"{what} (default: the run's eval.{key})"
+        )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="reduced evaluation sizes, seconds on a CPU: "
+        + ", ".join(f"{key} {value}" for key, value in QUICK_EVAL.items())
+        + "; the other flags override them",
+    )
+    parser.add_argument(
+        "--classifiers",
+        type=Path,
+        help=f"coherence classifiers: read if the file exists (the classifier sizes then "
+        f"do not apply), else trained and written (default RUN_DIR/{CLASSIFIERS_FILE})",
+    )
+    parser.add_argument("--data-root", help="data directory (default: the run's data_root)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="CPU threads of torch and of the BLAS under the probe (default 1; 0: every CPU)",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line ``argv``; 0 on success, 2 with a one-line message on bad input."""
+    try:
+        args = build_parser().parse_args(argv)
+        if args.device == "cuda" and not torch.cuda.is_available():
+            raise ValueError("device cuda is not available")
+        if args.device not in ("cpu", "cuda"):
+            raise ValueError(f"device must be cpu or cuda, got {args.device!r}")
+        if args.threads < 0:
+            raise ValueError(f"threads must be non-negative, got {args.threads}")
+        use_threads(args.threads)
+        sizes = {key: getattr(args, key) for _, key, _ in _SIZE_FLAGS}
+        evaluate_run(
+            args.run_dir,
+            checkpoint=args.checkpoint,
+            eval_settings={key: value for key, value in sizes.items() if value is not None},
+            quick=args.quick,
+            classifiers_path=args.classifiers,
+            device=args.device,
+            data_root=args.data_root,
+        )
+    except (ValueError, FileNotFoundError) as error:
+        message = " ".join(str(error).split())  # one line, whatever the source
+        print(f"evaluate.py: error: {message}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

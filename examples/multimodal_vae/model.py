@@ -19,11 +19,13 @@ never read by the posterior.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
+from pathlib import Path
 
 import torch
-from data import ModalitySpec
+from data import ModalitySpec, get_dataset
 from networks import make_decoder, make_encoder
 from torch import Tensor, nn
 from torch.distributions import (
@@ -170,6 +172,65 @@ class MultimodalVAE(nn.Module):
         self._aggregate = _AGGREGATORS[aggregation]
         self.encoders = nn.ModuleList(make_encoder(spec, latent_dim) for spec in self.specs)
         self.decoders = nn.ModuleList(make_decoder(spec, latent_dim) for spec in self.specs)
+
+    @classmethod
+    def from_run(
+        cls,
+        run_dir: str | os.PathLike,
+        device: str | torch.device = "cpu",
+        checkpoint: str = "checkpoint.pt",
+    ) -> MultimodalVAE:
+        """The trained model of a run folder that ``train.py`` wrote, in evaluation mode.
+
+        The modalities, latent size, aggregation and likelihoods come from the checkpoint
+        (checkpoints written before it recorded the modalities read them from the dataset
+        its configuration names), and so do the weights.
+
+        Parameters
+        ----------
+        run_dir : path
+            The run folder.
+        device : str or torch.device
+            Where the model goes.
+        checkpoint : str
+            ``"checkpoint.pt"``, the last one, or ``"best.pt"``, the best by test loss
+            (written by ``train.py --keep-best``).
+
+        Raises
+        ------
+        FileNotFoundError
+            If ``run_dir`` holds no ``checkpoint``.
+        ValueError
+            If the file cannot be read as a checkpoint.
+
+        Examples
+        --------
+        ``xs`` is a list of one ``(B, *spec.shape)`` batch per modality, ``mask`` a
+        ``(B, M)`` bool tensor that is ``False`` where a modality is missing::
+
+            model = MultimodalVAE.from_run("runs/demo-mwb")
+            experts = model.experts(xs)                  # q(z | x_m), batch (B, M)
+            posterior = model.aggregate(experts, mask)   # q(z | X_S), batch (B,)
+            z = posterior.mean                           # or posterior.sample()
+            generated = [p.mean for p in model.decode(z)]  # every modality from X_S
+            samples = model.generate(16)                 # from the prior
+        """
+        path = Path(run_dir) / checkpoint
+        if not path.is_file():
+            raise FileNotFoundError(f"{run_dir} is not a run folder: it has no {checkpoint}")
+        try:
+            saved = torch.load(path, map_location=device, weights_only=True)
+        except Exception as error:  # torch raises many types for a damaged file
+            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise ValueError(f"cannot read checkpoint {path}: {reason}") from error
+        config = saved["config"]
+        if "specs" in saved:
+            specs = [ModalitySpec(**{**s, "shape": tuple(s["shape"])}) for s in saved["specs"]]
+        else:
+            specs = get_dataset(config["dataset"], "test", config["data_root"]).specs
+        model = cls(specs, config["latent_dim"], config["aggregation"], config["likelihoods"])
+        model.load_state_dict(saved["model"])
+        return model.to(device).eval()
 
     @property
     def num_modalities(self) -> int:

@@ -1,16 +1,21 @@
 """Train and evaluate a multimodal VAE; the command-line entry point of the example.
 
 Run ``python examples/multimodal_vae/train.py --help``. A run folder holds ``config.json``,
-``checkpoint.pt`` (written every epoch), ``metrics.json`` and ``metrics.csv``,
-``classifiers.pt`` (for coherence) and the figures ``reconstructions.png``,
-``conditional_generations.png`` and ``metrics.png``.
+``checkpoint.pt`` (the last state, written every epoch and at the stop), ``best.pt`` (with
+``--keep-best``: the weights of the epoch with the lowest test loss), ``metrics.json`` and
+``metrics.csv``, ``classifiers.pt`` (for coherence), the figures ``reconstructions.png``,
+``conditional_generations.png`` and ``metrics.png``, and ``tensorboard/`` (the events of
+``tensorboard --logdir``). ``evaluate.py RUN_DIR`` evaluates a run folder again.
+
+Under ``torchrun --nproc_per_node=N`` the ``N`` processes train one model with
+DistributedDataParallel (:mod:`distributed`); ``batch_size`` is the global batch, and
+process 0 alone writes the run folder.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import csv
 import itertools
 import json
 import os
@@ -24,39 +29,37 @@ from typing import Any, NoReturn
 
 import numpy as np
 import torch
-from data import DATASETS, MultimodalDataset, get_dataset
-from data.mnist_svhn_text import ALPHABET
+from data import DATASETS, MultimodalDataset
+from distributed import GlobalBatchNoise, Processes, TrainingObjective
 from evaluate import (
-    EvalSplit,
-    Table,
-    classifier_accuracies,
-    evaluation_table,
-    format_table,
-    load_or_train_classifiers,
+    CHECKPOINT_FILE,
+    CLASSIFIERS_FILE,
+    CONFIG_FILE,
+    QUICK_EVAL,
+    QUICK_NOTE,
+    RESULTS_FILE,
+    classifier_training_set,
+    evaluate_model,
+    load_datasets,
+    report,
     save_classifiers,
     train_classifiers,
-)
-from figures import (
-    save_conditional_generations,
-    save_metric_curves,
-    save_reconstructions,
-    save_text_generations,
+    use_threads,
 )
 from model import AGGREGATIONS, MultimodalVAE
 from objectives import elbo_loss
-from torch.utils.data import DataLoader, Subset
+from tensorboard_log import TensorBoardLog
+from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm import tqdm
 
-CONFIG_FILE = "config.json"
-CHECKPOINT_FILE = "checkpoint.pt"
-CLASSIFIERS_FILE = "classifiers.pt"
-FIGURE_SAMPLES = 8
+BEST_FILE = "best.pt"
 
 #: Every configuration key with its default; a config file may hold any subset of them.
 DEFAULTS: dict[str, Any] = {
     "dataset": None,
     "aggregation": None,
     "data_root": None,
+    "dataset_options": {},
     "latent_dim": 32,
     "batch_size": 64,
     "epochs": 10,
@@ -69,19 +72,38 @@ DEFAULTS: dict[str, Any] = {
     "max_steps": None,
     "device": "cpu",
     "threads": 1,
+    "keep_best": False,
+    "quick": False,
+    "world_size": 1,
     "eval": {
         "num_importance_samples": 100,
         "max_eval_samples": 1000,
         "max_log_likelihood_samples": 100,
         "max_test_loss_samples": 1000,
         "classifier_epochs": 5,
+        "max_classifier_samples": None,
     },
     "notes": "",
 }
 #: Keys that may differ between a checkpoint and the run that resumes it.
 RESUMABLE_CHANGES = frozenset(
-    {"epochs", "max_steps", "device", "threads", "num_workers", "data_root", "eval", "notes"}
+    {
+        "epochs",
+        "max_steps",
+        "device",
+        "threads",
+        "num_workers",
+        "data_root",
+        "eval",
+        "notes",
+        "keep_best",
+        "quick",
+        "world_size",
+    }
 )
+#: What ``--quick`` sets (dataset and aggregation only where nothing else names them).
+QUICK_STEPS = 5
+QUICK_DATASET, QUICK_AGGREGATION = "polymnist-mini", "mwb"
 
 
 class UsageError(ValueError):
@@ -93,32 +115,86 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
+def _default(key: str) -> str:
+    """``(default X)`` for an option that overrides config key ``key``."""
+    value = DEFAULTS[key]
+    return "(default: none)" if value is None else f"(default {value})"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface; every option but the modes overrides a config key."""
     parser = _Parser(
         prog="train.py",
         description="Train a multimodal VAE whose joint posterior is a barycenter, then "
-        "evaluate it (latent linear probe, coherence, test log-likelihood).",
+        "evaluate it (latent linear probe, coherence, test log-likelihood). Settings come "
+        "from the defaults shown, overridden by --config, then by the flags. Under "
+        "'torchrun --nproc_per_node=N' the N processes train one model "
+        "(DistributedDataParallel; --batch-size is the global batch).",
     )
-    parser.add_argument("--config", type=Path, help="JSON config file; flags override it")
-    parser.add_argument("--dataset", help=f"one of {', '.join(DATASETS)}")
-    parser.add_argument("--aggregation", help=f"one of {', '.join(AGGREGATIONS)}")
-    parser.add_argument("--epochs", type=int)
-    parser.add_argument("--batch-size", type=int, dest="batch_size")
-    parser.add_argument("--lr", type=float)
-    parser.add_argument("--latent-dim", type=int, dest="latent_dim")
-    parser.add_argument("--beta", type=float, help="weight of the KL term")
-    parser.add_argument("--data-root", dest="data_root", help="data directory")
-    parser.add_argument("--device", help="cpu or cuda")
-    parser.add_argument("--max-steps", type=int, dest="max_steps", help="stop after N steps")
+    parser.add_argument(
+        "--config", type=Path, help="JSON config file (examples/multimodal_vae/configs/)"
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_const",
+        const=True,
+        help=f"a check in seconds, not a benchmark: {QUICK_STEPS} steps of {QUICK_AGGREGATION} "
+        f"on {QUICK_DATASET} (unless --config or flags name others) and a reduced "
+        "evaluation (" + ", ".join(f"{k} {v}" for k, v in QUICK_EVAL.items()) + ")",
+    )
+    parser.add_argument("--dataset", help=f"one of {', '.join(DATASETS)} {_default('dataset')}")
+    parser.add_argument(
+        "--aggregation", help=f"one of {', '.join(AGGREGATIONS)} {_default('aggregation')}"
+    )
+    parser.add_argument("--epochs", type=int, help=f"passes over the data {_default('epochs')}")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        dest="batch_size",
+        help=f"global batch, shared by the processes under torchrun {_default('batch_size')}",
+    )
+    parser.add_argument("--lr", type=float, help=f"Adam's learning rate {_default('lr')}")
+    parser.add_argument(
+        "--latent-dim", type=int, dest="latent_dim", help=f"latent size {_default('latent_dim')}"
+    )
+    parser.add_argument("--beta", type=float, help=f"weight of the KL term {_default('beta')}")
+    parser.add_argument(
+        "--data-root",
+        dest="data_root",
+        help="data directory (default: <repo>/.data/<dataset>; the README says what it holds)",
+    )
+    parser.add_argument(
+        "--device", help=f"cpu or cuda {_default('device')}; torchrun: one GPU per process"
+    )
+    parser.add_argument(
+        "--max-steps",
+        type=int,
+        dest="max_steps",
+        help="stop after N steps (default: none, every epoch)",
+    )
     parser.add_argument(
         "--threads",
         type=int,
-        help="CPU threads of torch's intra-op pool (default 1; 0: every CPU this process may "
-        "use): one thread keeps its speed when other processes share the cores",
+        help="CPU threads of torch's intra-op pool and of the BLAS under the linear probe "
+        "(default 1; 0: every CPU this process may use): one thread keeps its speed when "
+        "other processes share the cores",
     )
-    parser.add_argument("--seed", type=int)
-    parser.add_argument("--run-dir", type=Path, help="default: runs/<dataset>-<aggregation>")
+    parser.add_argument(
+        "--seed", type=int, help=f"seed of the weights, data order and noise {_default('seed')}"
+    )
+    parser.add_argument(
+        "--keep-best",
+        action="store_const",
+        const=True,
+        dest="keep_best",
+        help=f"also keep the weights of the epoch with the lowest test loss in {BEST_FILE} "
+        "(default: only the last checkpoint)",
+    )
+    parser.add_argument(
+        "--run-dir",
+        type=Path,
+        help="run folder (default runs/<dataset>-<aggregation>; quick: runs/quick-...)",
+    )
     parser.add_argument(
         "--classifiers",
         type=Path,
@@ -127,7 +203,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
-    mode.add_argument("--resume", action="store_true", help="continue from its checkpoint")
+    mode.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue a run from its checkpoint, with --epochs or --max-steps raised to train "
+        "further; says so and does nothing when its budget is already reached",
+    )
     parser.add_argument(
         "--train-classifiers",
         action="store_true",
@@ -165,11 +246,23 @@ def _merge(config: dict[str, Any], update: dict[str, Any], source: str) -> dict[
     return merged
 
 
+def _quick(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` made a quick run: :data:`QUICK_STEPS` steps, :data:`QUICK_EVAL` sizes."""
+    return {
+        **config,
+        "dataset": config["dataset"] or QUICK_DATASET,
+        "aggregation": config["aggregation"] or QUICK_AGGREGATION,
+        "max_steps": QUICK_STEPS,
+        "eval": {**config["eval"], **QUICK_EVAL},
+        "quick": True,
+    }
+
+
 def resolve_config(args: argparse.Namespace) -> tuple[dict[str, Any], Path]:
     """The run's configuration and folder.
 
-    Defaults, then the run folder's ``config.json`` when resuming, then ``--config``, then the
-    flags, each overriding the one before.
+    Defaults, then the run folder's ``config.json`` when resuming, then ``--config``, then
+    :func:`_quick` for a quick run, then the flags, each overriding the one before.
     """
     config = copy.deepcopy(DEFAULTS)
     flags = {
@@ -181,10 +274,13 @@ def resolve_config(args: argparse.Namespace) -> tuple[dict[str, Any], Path]:
         config = _merge(config, _read_json(args.run_dir / CONFIG_FILE, "run config"), "run config")
     if args.config is not None:
         config = _merge(config, _read_json(args.config, "config file"), str(args.config))
+    if flags.get("quick") or config["quick"] is True:
+        config = _quick(config)
     config = _merge(config, flags, "command line")
     _validate(config, need_aggregation=not args.train_classifiers)
-    run_dir = args.run_dir or Path("runs") / f"{config['dataset']}-{config['aggregation']}"
-    return config, run_dir
+    prefix = "quick-" if config["quick"] else ""
+    default = Path("runs") / f"{prefix}{config['dataset']}-{config['aggregation']}"
+    return config, args.run_dir or default
 
 
 #: Numeric keys: (key, integer, smallest allowed value, whether that value is excluded).
@@ -223,9 +319,11 @@ def _check_numbers(
             raise ValueError(f"{prefix}{key} must be {bound}, got {value!r}")
 
 
-def _validate(config: dict[str, Any], *, need_aggregation: bool) -> None:
-    if config["dataset"] not in DATASETS:
+def _validate(config: dict[str, Any], *, need_aggregation: bool, registered: bool = True) -> None:
+    if registered and config["dataset"] not in DATASETS:
         raise ValueError(f"dataset must be one of {', '.join(DATASETS)}; got {config['dataset']!r}")
+    if not isinstance(config["dataset"], str):
+        raise ValueError(f"dataset must be a name, got {config['dataset']!r}")
     if need_aggregation and config["aggregation"] not in AGGREGATIONS:
         raise ValueError(
             f"aggregation must be one of {', '.join(AGGREGATIONS)}; got {config['aggregation']!r}"
@@ -234,6 +332,13 @@ def _validate(config: dict[str, Any], *, need_aggregation: bool) -> None:
     _check_numbers(config["eval"], _EVAL_NUMBERS, prefix="eval.")
     if config["max_steps"] is not None:
         _check_numbers(config, (("max_steps", True, 0, False),))
+    if config["eval"]["max_classifier_samples"] is not None:
+        _check_numbers(config["eval"], (("max_classifier_samples", True, 0, True),), "eval.")
+    for key in ("keep_best", "quick"):
+        if not isinstance(config[key], bool):
+            raise ValueError(f"{key} must be true or false, got {config[key]!r}")
+    if not isinstance(config["dataset_options"], dict):
+        raise ValueError(f"dataset_options must be an object, got {config['dataset_options']!r}")
     if config["device"] not in ("cpu", "cuda") or (
         config["device"] == "cuda" and not torch.cuda.is_available()
     ):
@@ -266,6 +371,28 @@ class TrainState:
     step_losses: list[float] = field(default_factory=list)
     history: list[dict[str, float]] = field(default_factory=list)
 
+    def budget_reached(self, config: dict[str, Any]) -> bool:
+        """Whether ``config``'s ``epochs`` or ``max_steps`` is already trained."""
+        max_steps = config["max_steps"]
+        return self.epoch >= config["epochs"] or (max_steps is not None and self.step >= max_steps)
+
+    def describe(self) -> str:
+        """``"12 steps (epoch 2, batch 5)"``: where training stands, in words."""
+        if self.batch_in_epoch:
+            return f"{self.step} steps (epoch {self.epoch + 1}, batch {self.batch_in_epoch})"
+        return f"{self.step} steps ({self.epoch} epochs)"
+
+
+def _specs(model: MultimodalVAE) -> list[dict[str, Any]]:
+    return [asdict(spec) for spec in model.specs]
+
+
+def _save(content: dict[str, Any], path: Path) -> None:
+    """``torch.save`` atomically: a crash never leaves a half-written file."""
+    partial = path.with_suffix(".partial")
+    torch.save(content, partial)
+    os.replace(partial, path)
+
 
 def save_checkpoint(
     path: Path,
@@ -273,28 +400,42 @@ def save_checkpoint(
     optimiser: torch.optim.Optimizer,
     state: TrainState,
     config: dict[str, Any],
+    noise: GlobalBatchNoise,
 ) -> None:
-    """Write the checkpoint atomically (a crash never leaves a half-written file)."""
+    """Write the checkpoint: model, optimiser, position, RNG state, config and modalities."""
     checkpoint = {
         "model": model.state_dict(),
         "optimiser": optimiser.state_dict(),
         "state": asdict(state),
-        "rng": {"torch": torch.get_rng_state(), "cuda": _cuda_rng_states()},
+        "rng": _rng_state(noise),
         "config": config,
+        "specs": _specs(model),
     }
-    partial = path.with_suffix(".partial")
-    torch.save(checkpoint, partial)
-    os.replace(partial, path)
+    _save(checkpoint, path)
 
 
-def _cuda_rng_states() -> list[torch.Tensor]:
-    return torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+def _rng_state(noise: GlobalBatchNoise) -> dict[str, Any]:
+    """The generator states that continue the run: torch's default ones, the noise's in
+    their place when several processes draw it from their own generator."""
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+    generator = noise.generator
+    if generator is None:
+        return {"torch": torch.get_rng_state(), "cuda": cuda}
+    if generator.device.type == "cpu":
+        return {"torch": generator.get_state(), "cuda": cuda}
+    return {"torch": torch.get_rng_state(), "cuda": [generator.get_state()]}
 
 
 def load_checkpoint(
     path: Path, model: MultimodalVAE, optimiser: torch.optim.Optimizer, config: dict[str, Any]
-) -> TrainState:
+) -> tuple[TrainState, dict[str, Any]]:
     """Restore model, optimiser and RNG states from ``path``.
+
+    Returns
+    -------
+    state : TrainState
+    saved_config : dict
+        The configuration the checkpoint was written with.
 
     Raises
     ------
@@ -308,7 +449,9 @@ def load_checkpoint(
         raise ValueError(f"cannot read checkpoint {path}: {reason}") from error
     saved = checkpoint["config"]
     differing = sorted(
-        key for key in DEFAULTS if key not in RESUMABLE_CHANGES and saved.get(key) != config[key]
+        key
+        for key in DEFAULTS
+        if key not in RESUMABLE_CHANGES and saved.get(key, DEFAULTS[key]) != config[key]
     )
     if differing:
         details = ", ".join(f"{key}: {saved.get(key)!r} vs {config[key]!r}" for key in differing)
@@ -318,17 +461,54 @@ def load_checkpoint(
     torch.set_rng_state(checkpoint["rng"]["torch"])
     if checkpoint["rng"]["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(checkpoint["rng"]["cuda"])
-    return TrainState(**checkpoint["state"])
+    return TrainState(**checkpoint["state"]), saved
 
 
-def _epoch_loader(dataset: MultimodalDataset, config: dict[str, Any], epoch: int) -> DataLoader:
-    """The data order of ``epoch`` depends only on the seed and the epoch: resumable."""
-    seed = int(np.random.SeedSequence([config["seed"], epoch]).generate_state(1)[0])
+def _noise(processes: Processes, device: torch.device, seed: int, step: int) -> GlobalBatchNoise:
+    """The reparameterisation noise of the ELBO (see :mod:`distributed`).
+
+    One process draws from torch's default generator. Several draw from a generator that
+    starts in the default generator's state, the same on every process (seeded alike,
+    or restored from one checkpoint); the default generator is then seeded apart on each
+    process, for the draws that are not the global batch's (a mixture's choice of
+    component per row).
+    """
+    if not processes.distributed:
+        return GlobalBatchNoise()
+    generator = torch.Generator(device=device)
+    if device.type == "cuda":
+        generator.set_state(torch.cuda.get_rng_state(device))
+    else:
+        generator.set_state(torch.get_rng_state())
+    process_seed = np.random.SeedSequence([seed, step, processes.rank]).generate_state(1)[0]
+    torch.manual_seed(int(process_seed))
+    return GlobalBatchNoise(processes.rank, processes.world_size, generator)
+
+
+def _epoch_seed(config: dict[str, Any], epoch: int) -> int:
+    return int(np.random.SeedSequence([config["seed"], epoch]).generate_state(1)[0])
+
+
+def _epoch_loader(
+    dataset: MultimodalDataset, config: dict[str, Any], epoch: int, processes: Processes
+) -> DataLoader:
+    """This process's share of the epoch's global batches.
+
+    The order depends only on the seed and the epoch (resumable), and the global batches
+    on nothing else: a :class:`~torch.utils.data.DistributedSampler` deals every
+    permutation round robin, so the ``N`` processes' batches of ``batch_size / N`` points
+    make up the one process's batch of ``batch_size`` (the epoch's last batch padded with
+    repeated points up to a multiple of ``N``).
+    """
+    seed = _epoch_seed(config, epoch)
+    sampler = DistributedSampler(
+        dataset, num_replicas=processes.world_size, rank=processes.rank, shuffle=True, seed=seed
+    )
     return DataLoader(
         dataset,
-        batch_size=config["batch_size"],
-        shuffle=True,
-        generator=torch.Generator().manual_seed(seed),
+        batch_size=config["batch_size"] // processes.world_size,
+        sampler=sampler,
+        generator=torch.Generator().manual_seed(seed),  # the workers' seeds; not torch's RNG
         num_workers=config["num_workers"],
     )
 
@@ -354,110 +534,157 @@ def test_loss(model: MultimodalVAE, dataset: MultimodalDataset, config: dict[str
     return total / len(subset)
 
 
+@dataclass
+class Trainer:
+    """What a training loop needs besides its state: the model and how it steps."""
+
+    model: MultimodalVAE
+    optimiser: torch.optim.Optimizer
+    noise: GlobalBatchNoise
+    processes: Processes
+    config: dict[str, Any]
+    run_dir: Path
+    log: TensorBoardLog | None  # process 0 only
+
+    def objective(self) -> torch.nn.Module:
+        """The loss module to call: DistributedDataParallel's wrapper with several processes."""
+        objective = TrainingObjective(
+            self.model,
+            self.noise,
+            beta=self.config["beta"],
+            all_components=self.config["reconstruct_all_components"],
+        )
+        if not self.processes.distributed:
+            return objective
+        from torch.nn.parallel import DistributedDataParallel  # seconds to import
+
+        device = next(self.model.parameters()).device
+        ids = [device.index] if device.type == "cuda" else None
+        return DistributedDataParallel(objective, device_ids=ids)
+
+    def checkpoint(self, state: TrainState) -> None:
+        if self.processes.is_main:
+            save_checkpoint(
+                self.run_dir / CHECKPOINT_FILE,
+                self.model,
+                self.optimiser,
+                state,
+                self.config,
+                self.noise,
+            )
+
+    def keep_if_best(self, state: TrainState) -> None:
+        """Write :data:`BEST_FILE` when the last epoch's test loss is the lowest so far."""
+        losses = [record["test_loss"] for record in state.history]
+        if self.config["keep_best"] and losses[-1] <= min(losses):
+            best = {
+                "model": self.model.state_dict(),
+                "state": asdict(state),
+                "config": self.config,
+                "specs": _specs(self.model),
+            }
+            _save(best, self.run_dir / BEST_FILE)
+
+
 def train(
-    model: MultimodalVAE,
-    optimiser: torch.optim.Optimizer,
+    trainer: Trainer,
     state: TrainState,
     train_set: MultimodalDataset,
     test_set: MultimodalDataset,
-    config: dict[str, Any],
-    run_dir: Path,
 ) -> None:
-    """Train until ``epochs`` or ``max_steps``, checkpointing every epoch and at the stop."""
-    device = next(model.parameters()).device
+    """Train until ``epochs`` or ``max_steps``, checkpointing every epoch and at the stop.
+
+    Every process steps; process 0 records the global batch's loss (the mean over the
+    processes), the test loss, the checkpoints and the TensorBoard events.
+    """
+    config, processes, log = trainer.config, trainer.processes, trainer.log
+    device = next(trainer.model.parameters()).device
+    objective = trainer.objective()
     max_steps = config["max_steps"]
-    while state.epoch < config["epochs"] and (max_steps is None or state.step < max_steps):
-        loader = _epoch_loader(train_set, config, state.epoch)
+    while not state.budget_reached(config):
+        loader = _epoch_loader(train_set, config, state.epoch, processes)
         batches = itertools.islice(loader, state.batch_in_epoch, None)
         progress = tqdm(
             batches,
             total=len(loader) - state.batch_in_epoch,
             desc=f"epoch {state.epoch + 1}/{config['epochs']}",
             leave=False,
+            disable=not processes.is_main,
         )
-        model.train()
+        trainer.model.train()
         for xs, _ in progress:
-            loss, terms = elbo_loss(
-                model,
-                [x.to(device) for x in xs],
-                beta=config["beta"],
-                all_components=config["reconstruct_all_components"],
-            )
-            if not torch.isfinite(loss):
+            loss, terms = objective([x.to(device) for x in xs])
+            means = processes.mean(torch.stack(list(terms.values()))).tolist()
+            values = dict(zip(terms, means, strict=True))
+            if not np.isfinite(values["loss"]):
                 raise ValueError(
-                    f"training diverged (loss {loss.item()}) at step {state.step}; "
+                    f"training diverged (loss {values['loss']}) at step {state.step}; "
                     "try a smaller --lr"
                 )
-            optimiser.zero_grad()
+            trainer.optimiser.zero_grad()
             loss.backward()
-            optimiser.step()
+            trainer.optimiser.step()
             state.step += 1
             state.batch_in_epoch += 1
-            state.step_losses.append(loss.item())
-            progress.set_postfix(loss=f"{loss.item():.2f}", kl=f"{terms['kl'].item():.2f}")
+            state.step_losses.append(values["loss"])
+            progress.set_postfix(loss=f"{values['loss']:.2f}", kl=f"{values['kl']:.2f}")
+            if log is not None:
+                log.scalars("train", values, state.step)
             if max_steps is not None and state.step >= max_steps:
                 break
         if state.batch_in_epoch == len(loader):
-            epoch_losses = state.step_losses[state.step - state.batch_in_epoch :]
-            state.history.append(
-                {
+            if processes.is_main:
+                epoch_losses = state.step_losses[state.step - state.batch_in_epoch :]
+                record = {
                     "epoch": state.epoch + 1,
                     "step": state.step,
                     "train_loss": float(np.mean(epoch_losses)),
-                    "test_loss": test_loss(model, test_set, config),
+                    "test_loss": test_loss(trainer.model, test_set, config),
                 }
-            )
-            tqdm.write(
-                "epoch {epoch}: train loss {train_loss:.3f}, test loss {test_loss:.3f}".format(
-                    **state.history[-1]
+                state.history.append(record)
+                tqdm.write(
+                    "epoch {epoch}: train loss {train_loss:.3f}, test loss {test_loss:.3f}".format(
+                        **record
+                    )
                 )
-            )
+                if log is not None:
+                    losses = {key: record[key] for key in ("train_loss", "test_loss")}
+                    log.scalars("epoch", losses, state.step)
+                trainer.keep_if_best(state)
             state.epoch += 1
             state.batch_in_epoch = 0
-        save_checkpoint(run_dir / CHECKPOINT_FILE, model, optimiser, state, config)
+        trainer.checkpoint(state)
 
 
-def write_metrics(
-    run_dir: Path,
-    state: TrainState,
-    table: Table,
-    classifier_accuracy: dict[str, float],
-    wall_time: float,
-) -> None:
-    """``metrics.json`` (everything) and ``metrics.csv`` (tidy: one value per row)."""
-    metrics = {
-        "history": state.history,
-        "step_losses": state.step_losses,
-        "eval": table,
-        "classifier_accuracy": classifier_accuracy,
-        "wall_time_s": wall_time,
-    }
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    with open(run_dir / "metrics.csv", "w", newline="") as file:
-        writer = csv.writer(file)
-        writer.writerow(["section", "epoch", "metric", "num_inputs", "value"])
-        for record in state.history:
-            for metric in ("train_loss", "test_loss"):
-                writer.writerow(["history", record["epoch"], metric, "", record[metric]])
-        for metric, row in table.items():
-            for k, value in row.items():
-                writer.writerow(["eval", "", metric, k, value])
-        for name, value in classifier_accuracy.items():
-            writer.writerow(["classifier_accuracy", "", name, "", value])
+def _budget(config: dict[str, Any]) -> str:
+    steps = config["max_steps"]
+    return f"epochs {config['epochs']}" + ("" if steps is None else f", max_steps {steps}")
 
 
-def _load_datasets(config: dict[str, Any]) -> tuple[MultimodalDataset, MultimodalDataset]:
-    return tuple(
-        get_dataset(config["dataset"], split, config["data_root"]) for split in ("train", "test")
-    )
+def _evaluated_at(run_dir: Path) -> int | None:
+    """The step whose evaluation ``metrics.json`` holds, if any."""
+    path = run_dir / RESULTS_FILE
+    if not path.is_file():
+        return None
+    results = json.loads(path.read_text())
+    return results.get("step", len(results.get("step_losses", [])))
+
+
+def _changes(saved: dict[str, Any], config: dict[str, Any]) -> list[str]:
+    """``"key: old -> new"`` for every key a resumed run changes."""
+    return [
+        f"{key}: {saved.get(key, DEFAULTS[key])!r} -> {config[key]!r}"
+        for key in DEFAULTS
+        if saved.get(key, DEFAULTS[key]) != config[key]
+    ]
 
 
 def _run_classifiers_only(config: dict[str, Any], path: Path, overwrite: bool) -> int:
     if path.exists() and not overwrite:
         raise ValueError(f"{path} already exists; pass --overwrite to retrain the classifiers")
-    train_set, _ = _load_datasets(config)
+    train_set, _ = load_datasets(config)
     classifiers = train_classifiers(
-        train_set,
+        classifier_training_set(train_set, config["eval"], config["seed"]),
         epochs=config["eval"]["classifier_epochs"],
         seed=config["seed"],
         device=config["device"],
@@ -468,92 +695,162 @@ def _run_classifiers_only(config: dict[str, Any], path: Path, overwrite: bool) -
     return 0
 
 
-def _available_cpus() -> int:
-    """CPUs this process may run on (a container's share, not the host's count)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
+def default_config(**keys: Any) -> dict[str, Any]:
+    """A complete, checked configuration: :data:`DEFAULTS` updated with ``keys`` (and
+    ``eval`` key by key), as a config file would be. ``dataset`` may name data of your own,
+    which :func:`fit` takes as given."""
+    config = _merge(copy.deepcopy(DEFAULTS), keys, "default_config")
+    _validate(config, need_aggregation=True, registered=False)
+    return config
 
 
-def run(args: argparse.Namespace) -> int:
-    """Train, evaluate, plot and report one run; see :func:`main`."""
+def fit(
+    config: dict[str, Any],
+    run_dir: Path,
+    datasets: tuple[MultimodalDataset, MultimodalDataset],
+    *,
+    overwrite: bool = False,
+    resume: bool = False,
+    classifiers_path: Path | None = None,
+    processes: Processes | None = None,
+) -> MultimodalVAE | None:
+    """Train a model on ``datasets``, evaluate it and write the run folder ``run_dir``.
+
+    What ``train.py`` does once its configuration is resolved and its data loaded; call it
+    with datasets of your own (any :class:`~data.MultimodalDataset`). Prints the table.
+
+    Parameters
+    ----------
+    config : dict
+        A complete configuration (:func:`default_config`).
+    run_dir : Path
+    datasets : (MultimodalDataset, MultimodalDataset)
+        The train and test splits.
+    overwrite, resume : bool
+        Replace an existing run folder, or continue it from its checkpoint.
+    classifiers_path : Path, optional
+        The coherence classifiers (default ``run_dir / classifiers.pt``).
+    processes : Processes, optional
+        This process among those ``torchrun`` started; ``None``: the only one.
+
+    Returns
+    -------
+    MultimodalVAE or None
+        The trained model on process 0; ``None`` on the others, and when a resumed run has
+        nothing to train.
+    """
     start = time.perf_counter()
-    config, run_dir = resolve_config(args)
-    classifiers_path = args.classifiers or run_dir / CLASSIFIERS_FILE
-    if args.train_classifiers:
-        return _run_classifiers_only(config, classifiers_path, args.overwrite)
-    check_run_dir(run_dir, overwrite=args.overwrite, resume=args.resume)
-    torch.set_num_threads(config["threads"] or _available_cpus())
-    train_set, test_set = _load_datasets(config)
+    processes = processes or Processes()
+    check_run_dir(run_dir, overwrite=overwrite, resume=resume)
+    train_set, test_set = datasets
+    device = processes.device(config["device"])
     torch.manual_seed(config["seed"])
-    device = torch.device(config["device"])
     model = MultimodalVAE(
         train_set.specs, config["latent_dim"], config["aggregation"], config["likelihoods"]
     ).to(device)
     optimiser = torch.optim.Adam(model.parameters(), lr=config["lr"])
-    if args.resume:
-        state = load_checkpoint(run_dir / CHECKPOINT_FILE, model, optimiser, config)
+    if resume:
+        state, saved = load_checkpoint(run_dir / CHECKPOINT_FILE, model, optimiser, config)
+        if state.budget_reached(config) and _evaluated_at(run_dir) == state.step:
+            if processes.is_main:
+                print(
+                    f"{run_dir} has trained {state.describe()}: its budget ({_budget(config)}) "
+                    "is reached, so there is nothing to train and config.json is unchanged. "
+                    "Raise --epochs or --max-steps to train further; evaluate it again with "
+                    f"python examples/multimodal_vae/evaluate.py {run_dir}"
+                )
+            return None
+        changes = _changes(saved, config)
+        if processes.is_main:
+            if state.budget_reached(config):
+                print(f"{run_dir} has trained {state.describe()}; evaluating it")
+            else:
+                print(f"resuming {run_dir} at {state.describe()}; training to {_budget(config)}")
+            if changes:
+                print(f"config.json updated: {'; '.join(changes)}")
     else:
-        if run_dir.exists():
-            shutil.rmtree(run_dir)
-        run_dir.mkdir(parents=True)
         state = TrainState()
-    (run_dir / CONFIG_FILE).write_text(json.dumps(config, indent=2))
-
-    train(model, optimiser, state, train_set, test_set, config, run_dir)
-    eval_config = config["eval"]
-    classifiers = load_or_train_classifiers(
-        classifiers_path,
-        train_set,
-        epochs=eval_config["classifier_epochs"],
-        seed=config["seed"],
-        device=device,
-    )
-    table = evaluation_table(
-        model,
-        train_set,
-        test_set,
-        classifiers,
-        num_importance_samples=eval_config["num_importance_samples"],
-        max_eval_samples=eval_config["max_eval_samples"],
-        max_log_likelihood_samples=eval_config["max_log_likelihood_samples"],
-        batch_size=config["batch_size"],
-        seed=config["seed"],
-    )
-    real = EvalSplit.sample(test_set, eval_config["max_eval_samples"], config["seed"], device)
-    accuracies = dict(
-        zip(
-            (spec.name for spec in test_set.specs),
-            classifier_accuracies(classifiers, real.xs, real.labels, config["batch_size"]),
-            strict=True,
+        if processes.is_main:
+            if run_dir.exists():
+                shutil.rmtree(run_dir)
+            run_dir.mkdir(parents=True)
+    if processes.is_main:
+        (run_dir / CONFIG_FILE).write_text(json.dumps(config, indent=2))
+    noise = _noise(processes, device, config["seed"], state.step)
+    log = TensorBoardLog(run_dir, purge_step=state.step or None) if processes.is_main else None
+    try:
+        trainer = Trainer(model, optimiser, noise, processes, config, run_dir, log)
+        train(trainer, state, train_set, test_set)
+        if not processes.is_main:
+            return None
+        training = {"step": state.step, "step_losses": state.step_losses}
+        training["history"] = state.history
+        table, accuracy = evaluate_model(
+            model,
+            config,
+            run_dir,
+            datasets,
+            training=training,
+            classifiers_path=classifiers_path,
+            log=log,
         )
-    )
-    examples = EvalSplit.sample(test_set, FIGURE_SAMPLES, config["seed"], device).xs
-    save_reconstructions(model, examples, run_dir / "reconstructions.png")
-    save_conditional_generations(model, examples, run_dir / "conditional_generations.png")
-    if any(spec.kind == "text" for spec in model.specs):
-        save_text_generations(model, examples, run_dir / "text_generations.png", ALPHABET)
-    save_metric_curves(state.step_losses, state.history, table, run_dir / "metrics.png")
-    write_metrics(run_dir, state, table, accuracies, time.perf_counter() - start)
-    print(
-        f"{config['aggregation']} on {config['dataset']}, {state.step} steps, run folder {run_dir}"
-    )
-    print(format_table(table))
-    print(
-        "coherence classifiers' accuracy on real test data: "
-        + ", ".join(f"{name} {value:.3f}" for name, value in accuracies.items())
+    finally:
+        if log is not None:
+            log.close()
+    results = json.loads((run_dir / RESULTS_FILE).read_text())
+    results["wall_time_s"] = time.perf_counter() - start
+    (run_dir / RESULTS_FILE).write_text(json.dumps(results, indent=2))
+    print(report(config, run_dir, state.step, table, accuracy))
+    return model.eval()
+
+
+def run(args: argparse.Namespace, processes: Processes) -> int:
+    """Resolve the configuration, load the data and :func:`fit`; see :func:`main`."""
+    config, run_dir = resolve_config(args)
+    classifiers_path = args.classifiers or run_dir / CLASSIFIERS_FILE
+    if args.train_classifiers:
+        return _run_classifiers_only(config, classifiers_path, args.overwrite)
+    check_run_dir(run_dir, overwrite=args.overwrite, resume=args.resume)  # before the data
+    if config["batch_size"] % processes.world_size:
+        raise ValueError(
+            f"batch_size {config['batch_size']} is the global batch: it must be a multiple of "
+            f"the {processes.world_size} processes"
+        )
+    config["world_size"] = processes.world_size
+    if config["quick"] and processes.is_main:
+        print(QUICK_NOTE)
+    use_threads(config["threads"])
+    processes.start(processes.device(config["device"]))
+    # process 0 first: it writes the caches of generated datasets, which the others read
+    if not processes.is_main:
+        processes.barrier()
+    datasets = load_datasets(config)
+    if processes.is_main:
+        processes.barrier()
+    fit(
+        config,
+        run_dir,
+        datasets,
+        overwrite=args.overwrite,
+        resume=args.resume,
+        classifiers_path=classifiers_path,
+        processes=processes,
     )
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv``; 0 on success, 2 with a one-line message on bad input."""
+    processes = Processes.from_environment()
     try:
-        return run(build_parser().parse_args(argv))
+        return run(build_parser().parse_args(argv), processes)
     except (ValueError, FileNotFoundError) as error:
         message = " ".join(str(error).split())  # one line, whatever the source
-        print(f"train.py: error: {message}", file=sys.stderr)
+        where = f" (process {processes.rank})" if processes.distributed else ""
+        print(f"train.py{where}: error: {message}", file=sys.stderr)
         return 2
+    finally:
+        processes.stop()
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ read the standard files from a directory the user names.
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Callable
 
@@ -62,8 +63,9 @@ def get_dataset(
     root : path, optional
         Data directory; ``None`` means ``<repo>/.data/<name>``. Ignored by ``synthetic``.
     **kwargs
-        Passed to the loader: ``get_polymnist_mini(n_per_class, test_fraction, seed)``,
-        ``get_polymnist(mnist_dir, background_dir, seed)``,
+        Passed to the loader (a config's ``dataset_options``):
+        ``get_polymnist_mini(n_per_class, test_fraction, seed)``,
+        ``get_polymnist(generate, mnist_dir, background_dir, seed)``,
         ``get_mnist_svhn_text(multiplicity, text_length, seed)``,
         ``get_mnist_svhn_text_mini(n_per_class, test_fraction, multiplicity, image_likelihood,
         seed)``, ``get_celeba_text(eval_partition, seed)`` (``"celeba"``: MoPoE's image + text),
@@ -74,10 +76,16 @@ def get_dataset(
     Raises
     ------
     ValueError
-        For an unknown ``name`` or ``split``, or a corrupt file.
+        For an unknown ``name``, ``split`` or option, or a corrupt file.
     FileNotFoundError
         When files are missing; the message says which to download and where to put them.
     """
     if name not in _LOADERS:
         raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
-    return _LOADERS[name](split, root, **kwargs)
+    loader = _LOADERS[name]
+    try:
+        inspect.signature(loader).bind(split, root, **kwargs)
+    except TypeError as error:
+        options = sorted(kwargs)
+        raise ValueError(f"dataset {name!r}: options {options} do not fit ({error})") from None
+    return loader(split, root, **kwargs)

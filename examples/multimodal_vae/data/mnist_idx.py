@@ -15,6 +15,7 @@ MNIST_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
+MNIST_SOURCE = "http://yann.lecun.com/exdb/mnist/ or a mirror"
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
@@ -58,6 +59,13 @@ def _find(directory: Path, stem: str) -> Path | None:
     return None
 
 
+def missing_mnist_files(directory: str | os.PathLike) -> list[Path]:
+    """The MNIST IDX files of both splits that ``directory`` lacks (as ``.gz`` names)."""
+    directory = Path(directory)
+    stems = [stem for split in MNIST_FILES.values() for stem in split]
+    return [directory / f"{stem}.gz" for stem in stems if _find(directory, stem) is None]
+
+
 def load_mnist(directory: str | os.PathLike, split: str) -> tuple[np.ndarray, np.ndarray]:
     """Load one MNIST split from ``directory``.
 
@@ -78,13 +86,11 @@ def load_mnist(directory: str | os.PathLike, split: str) -> tuple[np.ndarray, np
     if split not in MNIST_FILES:
         raise ValueError(f"split must be one of {tuple(MNIST_FILES)}, got {split!r}")
     directory = Path(directory)
-    stems = MNIST_FILES[split]
-    paths = [_find(directory, stem) for stem in stems]
+    paths = [_find(directory, stem) for stem in MNIST_FILES[split]]
     if None in paths:
-        missing = [s + ".gz" for s, p in zip(stems, paths, strict=True) if p is None]
+        missing = ", ".join(str(path) for path in missing_mnist_files(directory))
         raise FileNotFoundError(
-            f"MNIST {split} files not found: download {', '.join(missing)} "
-            f"(from http://yann.lecun.com/exdb/mnist/ or a mirror) into {directory}"
+            f"MNIST files not found: {missing} (gzipped or not; from {MNIST_SOURCE})"
         )
     images, labels = (read_idx(p) for p in paths)
     if images.ndim != 3 or images.shape[1:] != (28, 28) or images.dtype != np.uint8:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .base import DEFAULT_DATA_DIR, ModalitySpec, MultimodalDataset
-from .mnist_idx import load_mnist
+from .mnist_idx import MNIST_FILES, MNIST_SOURCE, load_mnist, missing_mnist_files
 
 #: The original ``alphabet.json``: 71 characters, lowercase letters, digits, punctuation,
 #: space and newline. ``"-"`` is listed twice there; like ``str.find``, encoding uses the
@@ -26,6 +26,7 @@ from .mnist_idx import load_mnist
 ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789-,;.!?:'\"\\/|_@#$%^&*~`+-=<>()[]{} \n"
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 SVHN_FILES = {"train": "train_32x32.mat", "test": "test_32x32.mat"}
+SVHN_SOURCE = "http://ufldl.stanford.edu/housenumbers/"
 
 
 def encode_text(text: str, length: int, alphabet: str = ALPHABET) -> np.ndarray:
@@ -87,10 +88,7 @@ def load_svhn(directory: str | os.PathLike, split: str) -> tuple[np.ndarray, np.
         raise ValueError(f"split must be one of {tuple(SVHN_FILES)}, got {split!r}")
     path = Path(directory) / SVHN_FILES[split]
     if not path.is_file():
-        raise FileNotFoundError(
-            f"SVHN file not found: download {SVHN_FILES[split]} "
-            f"(from http://ufldl.stanford.edu/housenumbers/) into {Path(directory)}"
-        )
+        raise FileNotFoundError(f"SVHN file not found: {path} (from {SVHN_SOURCE})")
     try:
         mat = loadmat(path)
     except Exception as error:  # scipy raises several types for a non-.mat file
@@ -197,8 +195,29 @@ def get_mnist_svhn_text(
     """MNIST-SVHN-Text from ``<root>/MNIST`` (the four IDX files) and ``<root>/SVHN``
     (``train_32x32.mat``, ``test_32x32.mat``); ``root`` defaults to
     ``<repo>/.data/mnist-svhn-text``. See :class:`MNISTSVHNText` for the parameters.
+
+    Raises
+    ------
+    FileNotFoundError
+        When a file of ``split`` is missing; the message lists those of both splits, with
+        where each comes from.
     """
     root = Path(root) if root is not None else DEFAULT_DATA_DIR / "mnist-svhn-text"
+    missing_svhn = [root / "SVHN" / name for name in SVHN_FILES.values()]
+    missing_svhn = [path for path in missing_svhn if not path.is_file()]
+    missing_mnist = missing_mnist_files(root / "MNIST")
+    needed = (*MNIST_FILES[split], SVHN_FILES[split]) if split in SVHN_FILES else ()
+    if any(path.name.removesuffix(".gz") in needed for path in missing_mnist + missing_svhn):
+        sources = [f"MNIST from {MNIST_SOURCE}"] * bool(missing_mnist)
+        sources += [f"SVHN from {SVHN_SOURCE}"] * bool(missing_svhn)
+        raise FileNotFoundError(
+            "MNIST-SVHN-Text files not found: "
+            + ", ".join(str(path) for path in missing_mnist + missing_svhn)
+            + f" ({'; '.join(sources)}). {root} must hold MNIST/ with the four MNIST IDX "
+            "files (train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, "
+            "t10k-labels-idx1-ubyte, gzipped or not) and SVHN/ with train_32x32.mat and "
+            "test_32x32.mat"
+        )
     mnist_images, mnist_labels = load_mnist(root / "MNIST", split)
     svhn_images, svhn_labels = load_svhn(root / "SVHN", split)
     return MNISTSVHNText(

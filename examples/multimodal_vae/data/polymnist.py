@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .base import DEFAULT_DATA_DIR, ArrayDataset, ModalitySpec
-from .mnist_idx import load_mnist
+from .mnist_idx import MNIST_SOURCE, load_mnist, missing_mnist_files
 
 NUM_MODALITIES = 5
 DIGIT_SIZE = 28
@@ -66,6 +66,11 @@ def default_backgrounds(short_side: int = 256) -> tuple[np.ndarray, ...]:
     return tuple(images)
 
 
+def background_files(directory: str | os.PathLike) -> list[Path]:
+    """The background photos of ``directory`` (``*.jpg``, ``*.jpeg``, ``*.png``), sorted."""
+    return sorted(p for suffix in _BACKGROUND_SUFFIXES for p in Path(directory).glob(suffix))
+
+
 def load_backgrounds(directory: str | os.PathLike) -> list[np.ndarray]:
     """Read the background photos of ``directory`` (``*.jpg``/``*.png``), in sorted order.
 
@@ -76,7 +81,7 @@ def load_backgrounds(directory: str | os.PathLike) -> list[np.ndarray]:
     """
     from PIL import Image
 
-    paths = sorted(p for suffix in _BACKGROUND_SUFFIXES for p in Path(directory).glob(suffix))
+    paths = background_files(directory)
     if len(paths) < NUM_MODALITIES:
         raise FileNotFoundError(
             f"need {NUM_MODALITIES} background images (*.jpg or *.png) in {directory}, "
@@ -206,10 +211,47 @@ def _read_png_layout(split_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.stack(modalities), labels
 
 
+#: The released PolyMNIST (Sutter et al., 2021), the one MoPoE and MultiVae report on.
+POLYMNIST_URL = "https://zenodo.org/record/4899160/files/PolyMNIST.zip"
+
+
+def _missing_polymnist(
+    root: Path, generate: bool, mnist_dir: Path, background_dir: str | os.PathLike | None
+) -> str | None:
+    """Why PolyMNIST cannot be read or generated: every missing file or folder in one
+    message; ``None`` when generation has what it needs."""
+    released = [root / split / f"m{m}" for split in _SPLITS for m in range(NUM_MODALITIES)]
+    if not generate:
+        missing = ", ".join(f"{path}/" for path in released if not path.is_dir())
+        return (
+            f"PolyMNIST not found under {root}: missing {missing}. Download the released "
+            f"dataset, {POLYMNIST_URL}, unzip it and pass as --data-root the folder that holds "
+            "its train/ and test/ (each with m0/ .. m4/ of <index>.<label>.png images). To "
+            "generate PolyMNIST from MNIST instead (not the released images), set "
+            '"dataset_options": {"generate": true, "background_dir": DIR} in the config, '
+            f"with the MNIST IDX files in {mnist_dir}"
+        )
+    missing = [str(path) for path in missing_mnist_files(mnist_dir)]
+    if background_dir is None:
+        missing.append("dataset_options.background_dir (a folder of 5 background images)")
+    elif len(background_files(background_dir)) < NUM_MODALITIES:
+        found = len(background_files(background_dir))
+        missing.append(f"{NUM_MODALITIES - found} of 5 background images in {background_dir}")
+    if not missing:
+        return None
+    return (
+        f"cannot generate PolyMNIST: missing {', '.join(missing)}. Generation needs the four "
+        f"MNIST IDX files ({MNIST_SOURCE}) and {NUM_MODALITIES} background photos (*.jpg or "
+        "*.png, one per modality in sorted order); the released dataset, "
+        f"{POLYMNIST_URL}, needs neither"
+    )
+
+
 def get_polymnist(
     split: str = "train",
     root: str | os.PathLike | None = None,
     *,
+    generate: bool = False,
     mnist_dir: str | os.PathLike | None = None,
     background_dir: str | os.PathLike | None = None,
     seed: int = 0,
@@ -217,38 +259,51 @@ def get_polymnist(
     """Full PolyMNIST (60,000 train / 10,000 test samples of 5 modalities).
 
     Looked for, in order, under ``root`` (default ``<repo>/.data/polymnist``):
-    ``<split>.npz`` (a cache written by an earlier call); the released PNG layout
-    ``<split>/m0..m4/<index>.<label>.png``, converted to the cache; else the set is generated
-    from the MNIST IDX files in ``mnist_dir`` (default ``<root>/MNIST``) and the backgrounds in
-    ``background_dir`` (default: :func:`default_backgrounds`).
+
+    1. ``<split>.npz``, a cache written by an earlier call;
+    2. the released dataset (:data:`POLYMNIST_URL`, unzipped): ``<split>/m0..m4/<index>.
+       <label>.png``, converted to the cache on first use;
+    3. only when ``generate`` is true: generated (:func:`generate_polymnist`) from the
+       MNIST IDX files in ``mnist_dir`` (default ``<root>/MNIST``) and the five background
+       photos in ``background_dir``. The result has PolyMNIST's recipe, not the released
+       images.
 
     Parameters
     ----------
     split : {"train", "test"}
     root : path, optional
+    generate : bool
+        Generate the set from MNIST when neither the cache nor the released files exist.
     mnist_dir, background_dir : path, optional
     seed : int
         Seed of the generation (unused when a cache or the released files exist).
+
+    Raises
+    ------
+    FileNotFoundError
+        When nothing of the above is there: the message lists every missing folder (or,
+        with ``generate``, file) of both splits at once and where to get them.
     """
     _check_split(split)
     root = Path(root) if root is not None else DEFAULT_DATA_DIR / "polymnist"
+    mnist_dir = Path(mnist_dir) if mnist_dir is not None else root / "MNIST"
     cache = root / f"{split}.npz"
     if not cache.is_file():
-        if (root / split / "m0").is_dir():
+        if all((root / split / f"m{m}").is_dir() for m in range(NUM_MODALITIES)):
             images, labels = _read_png_layout(root / split)
             cache.parent.mkdir(parents=True, exist_ok=True)
             np.savez(cache, images=images, labels=labels)
         else:
-            mnist_images, mnist_labels = load_mnist(
-                mnist_dir if mnist_dir is not None else root / "MNIST", split
-            )
-            backgrounds = (
-                load_backgrounds(background_dir)
-                if background_dir is not None
-                else default_backgrounds()
-            )
+            problem = _missing_polymnist(root, generate, mnist_dir, background_dir)
+            if problem is not None:
+                raise FileNotFoundError(problem)
+            mnist_images, mnist_labels = load_mnist(mnist_dir, split)
             generate_polymnist(
-                mnist_images, mnist_labels, backgrounds, cache, seed=(seed, _SPLITS.index(split))
+                mnist_images,
+                mnist_labels,
+                load_backgrounds(background_dir),
+                cache,
+                seed=(seed, _SPLITS.index(split)),
             )
     return load_polymnist_npz(cache)
 

@@ -226,6 +226,7 @@ def test_polymnist_from_idx_files_and_background_dir(tmp_path):
         "polymnist",
         "test",
         root=tmp_path / "cache",
+        generate=True,
         mnist_dir=tmp_path / "MNIST",
         background_dir=tmp_path,
     )
@@ -252,9 +253,30 @@ def test_polymnist_reads_the_released_png_layout(tmp_path):
     assert torch.allclose(xs[4], torch.from_numpy(pixels[4, 1]).permute(2, 0, 1) / 255.0)
 
 
-def test_polymnist_missing_mnist_says_what_to_download(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"t10k-images-idx3-ubyte\.gz.*MNIST"):
+def test_polymnist_missing_lists_every_released_folder_and_never_generates(tmp_path):
+    write_mnist_dir(tmp_path / "MNIST", n_per_class=1)  # generation is only on request
+    with pytest.raises(FileNotFoundError) as info:
         data.get_dataset("polymnist", "test", root=tmp_path)
+    message = str(info.value)
+    for split in ("train", "test"):
+        for m in range(5):
+            assert f"{tmp_path / split / f'm{m}'}/" in message
+    assert "zenodo.org/record/4899160" in message and "background_dir" in message
+    assert not list(tmp_path.glob("*.npz"))
+
+
+def test_polymnist_generation_lists_every_missing_input_at_once(tmp_path):
+    with pytest.raises(FileNotFoundError) as info:
+        data.get_dataset("polymnist", "test", root=tmp_path, generate=True)
+    message = str(info.value)
+    for stem in ("train-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        assert f"{tmp_path / 'MNIST' / stem}.gz" in message
+    assert "background_dir" in message
+
+
+def test_unknown_dataset_options_are_refused():
+    with pytest.raises(ValueError, match=r"'polymnist'.*\['background'\]"):
+        data.get_dataset("polymnist", "test", background="photos")
 
 
 def test_polymnist_mini_small_subset(tmp_path):
@@ -342,6 +364,17 @@ def test_mnist_svhn_text_missing_svhn_says_what_to_download(tmp_path):
     write_mnist_dir(tmp_path / "MNIST")
     with pytest.raises(FileNotFoundError, match=r"test_32x32\.mat.*SVHN"):
         data.get_dataset("mnist-svhn-text", "test", root=tmp_path)
+
+
+def test_mnist_svhn_text_lists_every_missing_file_at_once(tmp_path):
+    with pytest.raises(FileNotFoundError) as info:
+        data.get_dataset("mnist-svhn-text", "train", root=tmp_path)
+    message = str(info.value)
+    stems = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte")
+    for stem in (*stems, "t10k-labels-idx1-ubyte"):
+        assert f"{tmp_path / 'MNIST' / stem}.gz" in message
+    for name in ("train_32x32.mat", "test_32x32.mat"):
+        assert str(tmp_path / "SVHN" / name) in message
 
 
 def test_mnist_svhn_text_rejects_corrupt_mat(tmp_path):

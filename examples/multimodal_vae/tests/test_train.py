@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from threadpoolctl import threadpool_info, threadpool_limits
 from train import main
 
 STEPS_PER_EPOCH = 4  # synthetic: 512 training points, batches of 128
@@ -211,18 +212,26 @@ def test_shared_classifiers_file_is_trained_once_and_reused(config, tmp_path):
 
 @pytest.fixture
 def restore_threads():
-    threads = torch.get_num_threads()
+    threads, pools = torch.get_num_threads(), threadpool_info()
     yield
     torch.set_num_threads(threads)
+    for pool in pools:
+        threadpool_limits(limits=pool["num_threads"], user_api=pool["user_api"])
 
 
-def test_threads_flag_sets_torch_pool(config, tmp_path, restore_threads):
+def blas_threads() -> set[int]:
+    """Thread counts of the BLAS and OpenMP pools NumPy, SciPy and scikit-learn use."""
+    return {pool["num_threads"] for pool in threadpool_info()}
+
+
+def test_threads_flag_sets_torch_and_blas_pools(config, tmp_path, restore_threads):
     run_dir = tmp_path / "run"
     assert run(config, run_dir, "--aggregation", "wb", "--max-steps", "1", "--threads", "2") == 0
-    assert torch.get_num_threads() == 2
+    assert torch.get_num_threads() == 2 and blas_threads() == {2}
     assert json.loads((run_dir / "config.json").read_text())["threads"] == 2
     assert run(config, run_dir, "--aggregation", "wb", "--max-steps", "1", "--overwrite") == 0
-    assert torch.get_num_threads() == 1  # the default: steady on a shared machine
+    # the default: steady on a shared machine, for the linear probe's BLAS too
+    assert torch.get_num_threads() == 1 and blas_threads() == {1}
 
 
 def test_negative_threads_refused(config, tmp_path, capsys, restore_threads):
@@ -234,7 +243,7 @@ def test_the_epoch_test_loss_reads_at_most_max_test_loss_samples(monkeypatch) ->
     import train
 
     config = {**train.DEFAULTS, **TINY, "eval": {**train.DEFAULTS["eval"], **TINY["eval"]}}
-    _, test_set = train._load_datasets(config)
+    _, test_set = train.load_datasets(config)
     model = train.MultimodalVAE(test_set.specs, config["latent_dim"], "mwb")
     seen: list[int] = []
     elbo = train.elbo_loss
