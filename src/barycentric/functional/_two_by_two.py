@@ -89,12 +89,12 @@ def _matrices(entries: list[Sym], dtype: torch.dtype) -> torch.Tensor:
 def _spectrum(m: tuple[Entry, Entry, Entry]) -> tuple[Entry, Entry]:
     """The eigenvalues ``(low, high)`` of the symmetric matrix of entries ``(a, b, c)``:
     :math:`(a + c) / 2 \\mp \\operatorname{hypot}((a - c) / 2, b)`, which overflow and
-    underflow only where the entries do (the determinant :math:`a c - b^2` does from the
-    square root of the range on: 1e154 in float64)."""
+    underflow only near the ends of the range (the determinant :math:`a c - b^2` does from
+    its square root on: 1e154 in float64)."""
     a, b, c = m
-    centre = 0.5 * a + 0.5 * c
+    centre = 0.5 * (a + c)
     hypot = torch.hypot if isinstance(b, torch.Tensor) else math.hypot
-    half_gap = hypot(0.5 * a - 0.5 * c, b)
+    half_gap = hypot(0.5 * (a - c), b)
     return centre - half_gap, centre + half_gap
 
 
@@ -142,8 +142,13 @@ def _inverse(m: tuple[Entry, Entry, Entry]) -> tuple[Entry, Entry, Entry]:
 
 
 def _norm(m: tuple[Entry, Entry, Entry]) -> Entry:
-    squares = m[0] * m[0] + 2.0 * m[1] * m[1] + m[2] * m[2]
-    return squares.sqrt() if isinstance(squares, torch.Tensor) else math.sqrt(squares)
+    """The Frobenius norm :math:`\\sqrt{a^2 + 2 b^2 + c^2}`, by ``hypot``: the squares of
+    entries at the answer's scale can underflow (a huge expert of tiny weight sets the
+    normalisation far above that scale)."""
+    a, b, c = m
+    if isinstance(a, torch.Tensor):
+        return torch.hypot(torch.hypot(a, c), math.sqrt(2.0) * b)
+    return math.hypot(a, math.sqrt(2.0) * b, c)
 
 
 def _solve_one(

@@ -273,12 +273,18 @@ def _factor_step(
     :math:`H_m = (F^\\top \\Sigma_m F)^{1/2}` and the next factor is
     :math:`\\sum_m \\lambda_m \\Sigma_m^{1/2} Q_m`. The residual is
     :math:`\\|\\sum_m \\lambda_m H_m - F^\\top F\\|_F / \\|F^\\top F\\|_F`, the fixed-point
-    residual of :math:`S` (rotating ``F`` rotates both terms alike).
+    residual of :math:`S` (rotating ``F`` rotates both terms alike). Both norms are taken
+    of the matrices divided by a power of two near the largest entry of :math:`F^\\top F`: a
+    huge expert of tiny weight sets the normalisation of the problem far above the scale of
+    the answer, where squares of entries underflow (in float32 a residual of 0 at a residual
+    of 1e-3).
     """
     q, h = polar(cov_roots @ factor.unsqueeze(-3))
     gram = factor.mT @ factor
-    residual = torch.linalg.matrix_norm(weighted_matrix_sum(weights, h) - gram)
-    return residual / torch.linalg.matrix_norm(gram), weighted_matrix_sum(weights, cov_roots @ q)
+    unit = power_of_two_scale(gram.detach().abs().amax((-2, -1)))[..., None, None]
+    residual = torch.linalg.matrix_norm((weighted_matrix_sum(weights, h) - gram) / unit)
+    residual = residual / torch.linalg.matrix_norm(gram / unit)
+    return residual, weighted_matrix_sum(weights, cov_roots @ q)
 
 
 def _fixed_point_map(
