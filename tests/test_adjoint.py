@@ -68,6 +68,37 @@ def test_agrees_with_autograd_at_and_away_from_the_fixed_point(
     assert _relative(found_weights, grad_weights, size) < 1e-12
 
 
+@settings(max_examples=15, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    m=st.integers(2, 5),
+    d=st.integers(2, 6),
+    log_condition=st.floats(0.0, 2.5),
+)
+def test_push_is_the_transpose_of_pull_and_agrees_with_central_differences(
+    seed: int, m: int, d: int, log_condition: float
+) -> None:
+    # J v, which the derivative of the adjoint needs: ⟨y, Jᵀu⟩ = ⟨J y, u⟩, and J v is the
+    # directional derivative of the map, here by central differences of its polar form
+    cov, weights = fixed_point_problems(seed, 2, m, d, 10**log_condition)
+    generator = torch.Generator().manual_seed(seed)
+    solution, _ = gw._solve(cov, weights, 200, 1e-13, False)
+    u, v = symmetrise(torch.randn(2, 2, d, d, dtype=F64, generator=generator))
+    closed, certified = ClosedFormAdjoint.where_certified(solution, cov, weights, tol=1e-10)
+    assert closed is not None and bool(certified.all())
+    pushed = closed.push(v)
+    size = float(torch.linalg.vector_norm(u)) * float(torch.linalg.vector_norm(v))
+    transposed = (closed.pull(u) * v).sum((-2, -1)) - (pushed * u).sum((-2, -1))
+    assert float(transposed.abs().max()) <= 1e-12 * size
+    step = 1e-6
+    roots = sqrtm_psd(cov)
+    difference = symmetrise(
+        gw._fixed_point_map(solution + step * v, roots, weights)
+        - gw._fixed_point_map(solution - step * v, roots, weights)
+    ) / (2 * step)
+    assert _relative(pushed, difference, float(torch.linalg.vector_norm(v))) < 1e-7
+
+
 def test_decomposes_the_square_where_its_round_off_allows_and_a_factor_elsewhere(
     monkeypatch,
 ) -> None:

@@ -126,6 +126,16 @@ def untracked(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+def readable(tensor: torch.Tensor) -> bool:
+    """Whether ``tensor``'s values can be read on the host: not while :func:`torch.compile`
+    traces (a read would break the graph) nor under :func:`torch.func.vmap` (which refuses
+    it). Reports that need a read (a warning counting unconverged rows) are skipped there;
+    the per-row flags they count are returned all the same."""
+    if torch.compiler.is_compiling():
+        return False
+    return not torch._C._functorch.is_batchedtensor(untracked(tensor))
+
+
 def warn_at_caller(message: str, category: type[Warning] = RuntimeWarning) -> None:
     """:func:`warnings.warn` attributed to the first frame outside barycentric: the line of
     the user's code that called the library, however many of its frames (entry points,

@@ -142,13 +142,14 @@ def _wasserstein_diagonal(
 
     The solver's options mean nothing for commuting covariances; they are checked and
     accepted so that every family's ``wasserstein`` kernel is called (and refuses a bad
-    option) the same way, and the report says that no iteration ran.
+    option) the same way; the report says that no iteration ran, and flags (and warns
+    about) a row whose scales are not finite, which validation lets through when off.
     """
-    gaussian_wasserstein.check_solver_options(max_iter, tol, backward)
+    _, tol = gaussian_wasserstein.check_solver_options(max_iter, tol, backward)
     loc, scale = gaussian_wasserstein.wasserstein_barycenter_diag(loc, scale, weights)
-    if not return_info:
-        return loc, scale
-    return loc, scale, gaussian_wasserstein.FixedPointInfo.exact(loc.detach()[..., 0])
+    info = gaussian_wasserstein.FixedPointInfo.exact(scale, 1)
+    gaussian_wasserstein.warn_unconverged(info, 0.0 if tol is None else tol)
+    return (loc, scale, info) if return_info else (loc, scale)
 
 
 def _unpack_diagonal(dist: Distribution) -> tuple[torch.Tensor, torch.Tensor]:

@@ -24,7 +24,12 @@ With :math:`G = u \\bar T S + S \\bar T u`, :math:`C = L^{-1} G L^{-\\top}` and
 A product with :math:`J^\\top` is then four products of the experts' stacks and a few of
 the problems' matrices, where autograd differentiates through the polar decompositions of
 the map's factor form and its square roots, about three times the work (the adjoint of
-256 × (M = 5, d = 16), one thread: 214 → 68 ms).
+256 × (M = 5, d = 16), one thread: 214 → 68 ms). The bracket is a self-adjoint map of
+:math:`C`, so the transposed product, which the derivative of the adjoint itself needs (the
+backward of a ``create_graph=True`` call), costs the same:
+:math:`J v = \\bar T v \\bar T - (Z S \\bar T + \\bar T S Z)` with :math:`Z` the bracket,
+:math:`L^{-\\top} [\\ldots] L^{-1}`, of :math:`C = L^{-1} v L^{-\\top}`
+(:meth:`ClosedFormAdjoint.push`).
 
 :math:`s_m` and :math:`V_m` come in float64 from one of two decompositions, chosen expert
 by expert. Where an upper bound of :math:`\\kappa(P_m) = \\kappa(H_m)^2` (from the
@@ -47,6 +52,7 @@ uncertified (both ``barycentric.linalg``'s, as for every decomposition of the li
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -70,12 +76,14 @@ def solve_adjoint(
     tol: float,
     accelerate: bool,
 ) -> torch.Tensor:
-    """The solution :math:`u` of :math:`u = \\operatorname{sym} g + J^\\top u` for
-    ``grad (B, d, d)`` :math:`g`, with ``pull(u)`` the symmetric part of :math:`J^\\top u`.
+    """The solution :math:`u` of :math:`u = \\operatorname{sym} g + A u` for ``grad (B, d, d)``
+    :math:`g`, with ``pull(u)`` the symmetric part of :math:`A u`: :math:`A = J^\\top` for
+    the adjoint of the implicit backward, :math:`A = J` for the tangent its own derivative
+    needs (:meth:`ClosedFormAdjoint.push`).
 
-    Iterates, with Anderson mixing where ``accelerate`` (a recorded iteration stays the plain
-    linear one, whose derivative is the adjoint's), until the relative change of every
-    problem's iterate is at most ``tol``, or ``max_iter`` times.
+    Iterates, with Anderson mixing where ``accelerate``, until the relative change of every
+    problem's iterate is at most ``tol``, or ``max_iter`` times; then warns
+    (``RuntimeWarning``) that the derivative is that of the last iterate.
     """
     adjoint = grad = symmetrise(grad)
     scale = torch.linalg.matrix_norm(grad).detach().clamp_min(torch.finfo(grad.dtype).tiny)
@@ -86,6 +94,13 @@ def solve_adjoint(
         if bool((change <= tol).all()):
             return new
         adjoint = new if mixing is None else mixing(adjoint, new)
+    warnings.warn(
+        f"Wasserstein barycenter implicit backward: the adjoint iteration did not reach tol "
+        f"{tol:.1e} in {max_iter} iterations (largest relative change "
+        f"{float(change.max()):.2e}); the derivatives are those of its last iterate",
+        RuntimeWarning,
+        stacklevel=2,
+    )
     return adjoint
 
 
@@ -181,16 +196,37 @@ class ClosedFormAdjoint:
     def _rotated(self, u: torch.Tensor) -> torch.Tensor:
         """:math:`\\tilde C_m = V_m^\\top L^{-1} (u \\bar T S + S \\bar T u) L^{-\\top} V_m`."""
         g = u @ self.map_solution
-        left = torch.linalg.solve_triangular(self.factor, g + g.mT, upper=False)
+        return self._rotate(g + g.mT)
+
+    def _rotate(self, a: torch.Tensor) -> torch.Tensor:
+        """:math:`V_m^\\top L^{-1} A L^{-\\top} V_m` for ``a (B, d, d)``, shape ``(B, M, d, d)``."""
+        left = torch.linalg.solve_triangular(self.factor, a, upper=False)
         c = torch.linalg.solve_triangular(self.factor, left.mT, upper=False).mT
         stacked = self.rows.reshape(self.rows.shape[0], -1, self.rows.shape[-1])
         return (stacked @ c).view_as(self.rows) @ self.rows.mT
 
+    def _lyapunov_mean(self, rotated: torch.Tensor) -> torch.Tensor:
+        """:math:`L^{-\\top} \\big[\\sum_m w_m V_m (\\tilde C_m \\circ \\frac{s_i s_j}{s_i + s_j})
+        V_m^\\top\\big] L^{-1}` for ``rotated (B, M, d, d)`` :math:`\\tilde C_m`: a self-adjoint
+        map of the :math:`L^{-1} (\\cdot) L^{-\\top}` it is applied to."""
+        inner = rotated * self.outer_kernel * self.weights[..., None, None]
+        return _right_solve(self.factor, self._mean(inner))
+
     def pull(self, u: torch.Tensor) -> torch.Tensor:
         """The symmetric part of :math:`J^\\top u` for symmetric ``u (B, d, d)``."""
-        inner = self._rotated(u) * self.outer_kernel * self.weights[..., None, None]
-        correction = _right_solve(self.factor, self._mean(inner))
+        correction = self._lyapunov_mean(self._rotated(u))
         return symmetrise(self.map @ u @ self.map - correction)
+
+    def push(self, v: torch.Tensor) -> torch.Tensor:
+        """The symmetric part of :math:`J v` for symmetric ``v (B, d, d)``, the transpose of
+        :meth:`pull`: :math:`J v = \\bar T v \\bar T - (Z S \\bar T + \\bar T S Z)` with
+        :math:`Z` the :meth:`_lyapunov_mean` of :math:`V_m^\\top L^{-1} v L^{-\\top} V_m` (the
+        bracket of :math:`J^\\top` is self-adjoint, and :math:`u \\mapsto L^{-1} (u \\bar T S
+        + S \\bar T u) L^{-\\top}` has the transpose :math:`Z \\mapsto Z S \\bar T + \\bar T S
+        Z`)."""
+        z = self._lyapunov_mean(self._rotate(v))
+        z_map = z @ self.map_solution.mT
+        return symmetrise(self.map @ v @ self.map - z_map - z_map.mT)
 
     def inputs(
         self, u: torch.Tensor, needs: tuple[bool, bool] = (True, True)

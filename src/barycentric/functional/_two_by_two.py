@@ -4,8 +4,11 @@ For small matrices the cost of the general solver is the fixed cost of its tenso
 (a few microseconds each, hundreds per solve: decompositions, Newton steps, bookkeeping),
 not arithmetic. In two dimensions every root has a closed form: for a symmetric positive
 definite
-:math:`A = \\begin{pmatrix} a & b \\\\ b & c \\end{pmatrix}` with
-:math:`s = \\sqrt{\\det A}` and :math:`t = \\sqrt{\\operatorname{tr} A + 2 s}`,
+:math:`A = \\begin{pmatrix} a & b \\\\ b & c \\end{pmatrix}` with eigenvalues
+:math:`\\lambda_1 \\le \\lambda_2`, :math:`s = \\sqrt{\\det A} = \\sqrt{\\lambda_1}
+\\sqrt{\\lambda_2}` and :math:`t = \\sqrt{\\operatorname{tr} A + 2 s} = \\sqrt{\\lambda_1} +
+\\sqrt{\\lambda_2}` (taken from the eigenvalues, so that no product of two entries can
+overflow or underflow),
 
 .. math::
 
@@ -25,7 +28,7 @@ tensors:
   they converge.
 
 The residual is the library's, :math:`\\|\\sum_m \\lambda_m (\\Sigma^{1/2} \\Sigma_m
-\\Sigma^{1/2})^{1/2} - \\Sigma\\|_F / \\|\\Sigma\\|_F`. The determinant loses about
+\\Sigma^{1/2})^{1/2} - \\Sigma\\|_F / \\|\\Sigma\\|_F`. The smaller eigenvalue loses about
 :math:`\\varepsilon \\kappa` to cancellation, so as in ``_warm_fixed_point`` a problem is
 accepted only where :math:`16 \\varepsilon \\kappa \\le` ``tol`` for the roots of its first
 step; the others, and those whose steps are not finite, are left to the robust solver.
@@ -35,7 +38,10 @@ closed-form roots and the rotation :math:`Q` of the polar decomposition of
 :math:`\\Sigma_2^{1/2} \\Sigma_1^{1/2}`, whose determinant is positive, so :math:`Q` is the
 rotation by :math:`\\theta = \\operatorname{atan2}(x_{21} - x_{12}, x_{11} + x_{22})`; like
 the fixed point, a few problems on the CPU in Python floats, any other batch on tensors of
-entries in float64.
+entries in float64. Its roots are certified by the same rule, for both experts; a problem
+they fail (an expert too ill-conditioned, singular, indefinite, or one that underflowed to
+zero when the problem was normalised) comes back NaN, and ``gaussian_wasserstein`` solves
+it by the geodesic of any dimension.
 """
 
 from __future__ import annotations
@@ -80,28 +86,36 @@ def _matrices(entries: list[Sym], dtype: torch.dtype) -> torch.Tensor:
     return flat.reshape(-1, 2, 2).to(dtype)
 
 
-def _root(m: tuple[Entry, Entry, Entry]) -> tuple[Entry, Entry, Entry]:
-    """:math:`M^{1/2} = (M + sI) / t` (module docstring); for Python floats ``ValueError`` if
-    indefinite, for tensors NaN."""
+def _spectrum(m: tuple[Entry, Entry, Entry]) -> tuple[Entry, Entry]:
+    """The eigenvalues ``(low, high)`` of the symmetric matrix of entries ``(a, b, c)``:
+    :math:`(a + c) / 2 \\mp \\operatorname{hypot}((a - c) / 2, b)`, which overflow and
+    underflow only near the ends of the range (the determinant :math:`a c - b^2` does from
+    its square root on: 1e154 in float64)."""
     a, b, c = m
-    if isinstance(a, torch.Tensor):
-        s = (a * c - b * b).clamp_min(0.0).sqrt()
-        t = (a + c + 2.0 * s).sqrt()
-    else:
-        s = math.sqrt(max(a * c - b * b, 0.0))
-        t = math.sqrt(a + c + 2.0 * s)
+    centre = 0.5 * (a + c)
+    hypot = torch.hypot if isinstance(b, torch.Tensor) else math.hypot
+    half_gap = hypot(0.5 * (a - c), b)
+    return centre - half_gap, centre + half_gap
+
+
+def _root(m: tuple[Entry, Entry, Entry]) -> tuple[Entry, Entry, Entry]:
+    """:math:`M^{1/2} = (M + sI) / t` (module docstring), with :math:`s = \\sqrt{\\lambda_1}
+    \\sqrt{\\lambda_2}` and :math:`t = \\sqrt{\\lambda_1} + \\sqrt{\\lambda_2}` from the
+    eigenvalues (:func:`_spectrum`), so at any scale the dtype holds; for Python floats
+    ``ValueError`` if indefinite and ``ZeroDivisionError`` if zero, for tensors NaN."""
+    a, b, c = m
+    low, high = _spectrum(m)
+    sqrt = torch.sqrt if isinstance(a, torch.Tensor) else math.sqrt
+    root_low, root_high = sqrt(low), sqrt(high)
+    s, t = root_low * root_high, root_low + root_high
     return (a + s) / t, b / t, (c + s) / t
 
 
 def _certified(m: tuple[Entry, Entry, Entry], limit: float) -> bool | torch.Tensor:
     """Whether symmetric ``m`` is positive definite with condition number at most ``limit``
     (not where it is singular or not finite)."""
-    a, b, c = m
-    centre = 0.5 * (a + c)
-    hypot = torch.hypot if isinstance(b, torch.Tensor) else math.hypot
-    half_gap = hypot(0.5 * (a - c), b)
-    low = centre - half_gap
-    return (centre + half_gap <= limit * low) & (low > 0)
+    low, high = _spectrum(m)
+    return (high <= limit * low) & (low > 0)
 
 
 def _congruence(
@@ -128,8 +142,13 @@ def _inverse(m: tuple[Entry, Entry, Entry]) -> tuple[Entry, Entry, Entry]:
 
 
 def _norm(m: tuple[Entry, Entry, Entry]) -> Entry:
-    squares = m[0] * m[0] + 2.0 * m[1] * m[1] + m[2] * m[2]
-    return squares.sqrt() if isinstance(squares, torch.Tensor) else math.sqrt(squares)
+    """The Frobenius norm :math:`\\sqrt{a^2 + 2 b^2 + c^2}`, by ``hypot``: the squares of
+    entries at the answer's scale can underflow (a huge expert of tiny weight sets the
+    normalisation far above that scale)."""
+    a, b, c = m
+    if isinstance(a, torch.Tensor):
+        return torch.hypot(torch.hypot(a, c), math.sqrt(2.0) * b)
+    return math.hypot(a, math.sqrt(2.0) * b, c)
 
 
 def _solve_one(
@@ -270,18 +289,35 @@ def _geodesic(
     return g11 * g11 + g12 * g12, g11 * g21 + g12 * g22, g21 * g21 + g22 * g22
 
 
-def mccann_two_by_two(covs: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+def mccann_two_by_two(
+    covs: torch.Tensor, weights: torch.Tensor, tol: float | None = None
+) -> torch.Tensor:
     """McCann's interpolant of each problem of ``covs (B, 2, 2, 2)``, ``weights (B, 2)``
     (normalised), walked from the expert of larger weight: in Python floats for a few
     problems on the CPU, else on tensors of entries in float64.
+
+    Parameters
+    ----------
+    covs : Tensor, shape (B, 2, 2, 2)
+    weights : Tensor, shape (B, 2)
+    tol : float, optional
+        Where given, a problem is computed only where the closed-form roots of both
+        experts are certified to ``tol`` by the rule of the fixed point, :math:`16
+        \\varepsilon \\kappa(\\Sigma_m^{1/2}) \\le` ``tol``: the cancellation in the smaller
+        eigenvalue of :math:`\\Sigma_m` costs its root about :math:`\\varepsilon
+        \\kappa(\\Sigma_m^{1/2})` of its norm, and the geodesic inherits that error. The
+        others (too ill-conditioned, singular, indefinite or not finite experts) come back
+        NaN, for the caller to solve otherwise.
 
     Returns
     -------
     Tensor, shape (B, 2, 2)
         In ``covs``' dtype; a lone expert (the other's weight zero) exactly as it is.
     """
+    # κ(Σ) ≤ limit² is κ(Σ^½) ≤ limit (a product, which overflows to inf, never raises)
+    limit = None if tol is None else condition_limit(tol) * condition_limit(tol)
     if _in_python_floats(covs):
-        return _mccann_floats(covs, weights)
+        return _mccann_floats(covs, weights, limit)
     work, weights = covs.to(torch.float64), weights.to(torch.float64)
     swap = weights[:, 1] > weights[:, 0]
     first = torch.where(swap[:, None, None], work[:, 1], work[:, 0])
@@ -289,15 +325,29 @@ def mccann_two_by_two(covs: torch.Tensor, weights: torch.Tensor) -> torch.Tensor
     t = torch.where(swap, weights[:, 0], weights[:, 1])
     entries = [(m[:, 0, 0], m[:, 0, 1], m[:, 1, 1]) for m in (first, second)]
     walked = torch.stack(_geodesic(*entries, t), -1)[:, [0, 1, 1, 2]].view(-1, 2, 2)
+    if limit is not None:
+        certified = _certified(entries[0], limit) & _certified(entries[1], limit)
+        walked = torch.where(certified[:, None, None], walked, torch.nan)
     return torch.where((t == 0)[:, None, None], first, walked).to(covs.dtype)
 
 
-def _mccann_floats(covs: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+def _mccann_floats(covs: torch.Tensor, weights: torch.Tensor, limit: float | None) -> torch.Tensor:
+    """:func:`mccann_two_by_two` in Python floats; ``limit`` bounds the experts' condition
+    numbers (``None``: no bound)."""
+    unsolved = (math.nan,) * 3
     results = []
     for (first, second), (w1, w2) in zip(
         _entries(covs), weights.detach().double().tolist(), strict=True
     ):
         if w2 > w1:
             first, second, w1, w2 = second, first, w2, w1
-        results.append(first if w2 == 0 else _geodesic(tuple(first), tuple(second), w2))
+        if w2 == 0:
+            results.append(first)
+        elif limit is not None and not (_certified(first, limit) and _certified(second, limit)):
+            results.append(unsolved)
+        else:
+            try:
+                results.append(_geodesic(tuple(first), tuple(second), w2))
+            except (ValueError, ZeroDivisionError):  # an indefinite or zero expert
+                results.append(unsolved)
     return _matrices(results, covs.dtype)

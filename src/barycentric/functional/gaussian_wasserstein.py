@@ -16,7 +16,9 @@ It is computed by the fixed-point iteration of Álvarez-Esteban et al. (2016),
 \\Sigma_k^{-1/2}` from :math:`\\Sigma_k` to the experts, started from
 :math:`\\Sigma_0 = (\\sum_m \\lambda_m \\Sigma_m^{1/2})^2`, the exact answer when the
 covariances commute (diagonal ones included), which the first residual then confirms, and
-accelerated by Anderson mixing of the covariances (Walker & Ni, 2011; memory 4). Three
+accelerated by Anderson mixing of the covariances (Walker & Ni, 2011; memory 4). (Through
+autograd, ``backward="unroll"``, the start is tilted off that answer: see
+:func:`_unrolled_tilt`.) Three
 solvers share that iteration, its residual :math:`\\|\\sum_m \\lambda_m
 (\\Sigma_k^{1/2} \\Sigma_m \\Sigma_k^{1/2})^{1/2} - \\Sigma_k\\|_F / \\|\\Sigma_k\\|_F` and its
 stopping rule, and differ in how they take the roots:
@@ -54,11 +56,13 @@ The residual bounds the error of :math:`\\Sigma_k` by about itself divided by
 :math:`1 - \\rho`, :math:`\\rho` the contraction rate. Two experts need no iteration: the
 barycenter is the point :math:`t = \\lambda_2` of McCann's geodesic, :math:`\\Sigma_t = G
 G^\\top` with :math:`G = (1-t) \\Sigma_1^{1/2} + t \\Sigma_2^{1/2} Q` and :math:`Q` the polar
-factor of :math:`\\Sigma_2^{1/2} \\Sigma_1^{1/2}`; outside autograd, where the round-off of
-:math:`(L^\\top \\Sigma_2 L)^{1/2}` (:math:`\\Sigma_1 = L L^\\top`) is certified as above,
-with :math:`G = (1-t) L + t L^{-\\top} (L^\\top \\Sigma_2 L)^{1/2}` in float64, one
-eigendecomposition instead of two and a singular value decomposition
-(``functional._geodesic``). On the CPU, solves whose batched products
+factor of :math:`\\Sigma_2^{1/2} \\Sigma_1^{1/2}`; outside autograd, 2 × 2 problems take
+it in closed form where its roots are certified by the same rule
+(``functional._two_by_two``), and the others, where the round-off of :math:`(L^\\top
+\\Sigma_2 L)^{1/2}` (:math:`\\Sigma_1 = L L^\\top`) is certified as above, with :math:`G =
+(1-t) L + t L^{-\\top} (L^\\top \\Sigma_2 L)^{1/2}` in float64, one eigendecomposition
+instead of two and a singular value decomposition (``functional._geodesic``); the polar
+form takes the rest. On the CPU, solves whose batched products
 are small (``barycentric._threads``) run on one intra-op thread, which keeps them fast
 when other processes share the cores. On a CUDA device, a barycenter whose experts hold at
 most 32,768 numbers (``batch · M · d²``) is solved on the host, where each of its hundreds
@@ -97,9 +101,12 @@ expert that is diagonal in a basis computed once (``functional._adjoint``), for 
 whose roots the forward's condition rule certifies, and by autograd through the map's polar
 form for the others; on the CPU a large batch's adjoint is solved in pieces of about 1 MiB of
 covariances, which fit a core's cache (``functional._pieces``). This backward is itself
-differentiable: under ``create_graph=True`` it records the plain adjoint iteration, and the
-fixed point it starts from carries its own implicit derivative, so Hessian-vector products
-and gradient penalties are exact (to ``tol``).
+differentiable: under ``create_graph=True`` the adjoint is solved by the same accelerated
+iteration, to the same ``tol``, and is itself differentiated implicitly (its derivative
+solves the transposed equation, with :math:`\\partial_\\Sigma F` in place of its transpose,
+in closed form where certified), and the fixed point it starts from carries its own implicit
+derivative, so Hessian-vector products, gradient penalties and higher derivatives are exact
+(to ``tol``). An adjoint iteration that stops at ``max_iter`` short of ``tol`` warns.
 ``backward="unroll"`` differentiates through the iterations instead (the reference the
 implicit gradient is tested against). Every root has a closed-form, twice (and more)
 differentiable backward (:mod:`barycentric.linalg`).
@@ -113,7 +120,7 @@ from typing import Literal, NamedTuple
 
 import torch
 
-from barycentric._entry import entry_point, untracked, warn_at_caller
+from barycentric._entry import entry_point, readable, untracked, warn_at_caller
 from barycentric._host import run_on_host, solve_on_host
 from barycentric._threads import solver_threads
 from barycentric._validation import all_finite, check_int, check_real, promote_floating
@@ -135,6 +142,7 @@ __all__ = [
     "FixedPointInfo",
     "average_diag",
     "default_tolerance",
+    "warn_unconverged",
     "wasserstein_barycenter_diag",
     "wasserstein_barycenter_full",
     "wasserstein_distance_diag",
@@ -170,13 +178,14 @@ class FixedPointInfo(NamedTuple):
     converged: torch.Tensor
 
     @classmethod
-    def exact(cls, like: torch.Tensor) -> FixedPointInfo:
-        """The report of a closed form: no iteration, zero residual, for ``like``'s shape."""
-        return cls(
-            0,
-            torch.zeros(like.shape, dtype=like.dtype, device=like.device),
-            torch.ones(like.shape, dtype=torch.bool, device=like.device),
-        )
+    def exact(cls, result: torch.Tensor, event_dims: int) -> FixedPointInfo:
+        """The report of a closed form's ``result`` (batch dimensions, then ``event_dims``
+        more): no iteration; residual 0 and converged where the result is finite, residual
+        ``inf`` and not converged where it is not (inputs that were not finite, which
+        validation lets through when it is off)."""
+        finite = all_finite(result.detach(), tuple(range(-event_dims, 0)))
+        residual = torch.where(finite, 0.0, torch.inf).to(result.dtype)
+        return cls(0, residual, finite)
 
 
 def default_tolerance(dtype: torch.dtype) -> float:
@@ -265,12 +274,18 @@ def _factor_step(
     :math:`H_m = (F^\\top \\Sigma_m F)^{1/2}` and the next factor is
     :math:`\\sum_m \\lambda_m \\Sigma_m^{1/2} Q_m`. The residual is
     :math:`\\|\\sum_m \\lambda_m H_m - F^\\top F\\|_F / \\|F^\\top F\\|_F`, the fixed-point
-    residual of :math:`S` (rotating ``F`` rotates both terms alike).
+    residual of :math:`S` (rotating ``F`` rotates both terms alike). Both norms are taken
+    of the matrices divided by a power of two near the largest entry of :math:`F^\\top F`: a
+    huge expert of tiny weight sets the normalisation of the problem far above the scale of
+    the answer, where squares of entries underflow (in float32 a residual of 0 at a residual
+    of 1e-3).
     """
     q, h = polar(cov_roots @ factor.unsqueeze(-3))
     gram = factor.mT @ factor
-    residual = torch.linalg.matrix_norm(weighted_matrix_sum(weights, h) - gram)
-    return residual / torch.linalg.matrix_norm(gram), weighted_matrix_sum(weights, cov_roots @ q)
+    unit = power_of_two_scale(gram.detach().abs().amax((-2, -1)))[..., None, None]
+    residual = torch.linalg.matrix_norm((weighted_matrix_sum(weights, h) - gram) / unit)
+    residual = residual / torch.linalg.matrix_norm(gram / unit)
+    return residual, weighted_matrix_sum(weights, cov_roots @ q)
 
 
 def _fixed_point_map(
@@ -295,7 +310,7 @@ def _solve(
 ) -> tuple[torch.Tensor, FixedPointInfo]:
     """The fixed point of each problem of ``covs (B, M, d, d)``, ``weights (B, M)``.
 
-    A problem with one present expert (a weight of exactly 1) is that expert; one with an
+    A problem with one present expert (one weight not zero) is that expert; one with an
     entry that is not finite cannot be solved (NaN, residual ``inf``). The others: outside
     autograd, by the solver :func:`_warm_solver` picks for them, as if the problems answered
     here were absent, and by :func:`_solve_robust` for the problems it does not accept
@@ -304,12 +319,13 @@ def _solve(
     """
     if differentiable:
         return _solve_robust(covs, weights, max_iter, tol, differentiable)
-    # a weight of exactly 1 is the only expert present: the answer is that expert, exactly
+    # one expert present: the answer is that expert, exactly (the weights of the others are
+    # zero; a weight of 1 is not enough: one below ε/2 of it still moves a huge expert's root)
     finite = all_finite(covs, (-3, -2, -1)) & all_finite(weights, -1)
     solution = torch.where(finite[:, None, None], weighted_matrix_sum(weights, covs), torch.nan)
     residual = torch.where(finite, 0.0, torch.inf).to(covs.dtype)
     converged = finite
-    rest = torch.nonzero(finite & ~(weights == 1).any(-1)).squeeze(-1)
+    rest = torch.nonzero(finite & ((weights > 0).sum(-1) > 1)).squeeze(-1)
     if rest.numel() == 0:
         return solution, FixedPointInfo(0, residual, converged)
     covs, weights = covs[rest], weights[rest]
@@ -348,14 +364,17 @@ def _solve_robust(
     """The fixed point of each problem of ``covs (B, M, d, d)``, ``weights (B, M)``.
 
     Iterates on factors (:func:`_factor_step`), from :math:`(\\sum_m \\lambda_m
-    \\Sigma_m^{1/2})^2`. Only the active problems are computed: a problem leaves when its
-    residual reaches ``tol`` (it returns the covariance that residual certifies), when a
-    step is not finite (it returns its last finite iterate, ``converged=False``, residual
+    \\Sigma_m^{1/2})^2`, or, through autograd (``differentiable``), from the tilted start
+    of :func:`_unrolled_tilt`. Only the active problems are computed: a problem leaves when
+    its residual reaches ``tol`` (it returns the covariance that residual certifies), when
+    a step is not finite (it returns its last finite iterate, ``converged=False``, residual
     ``inf``), or at ``max_iter``.
     """
     batch = covs.shape[0]
     cov_roots = sqrtm_psd(covs)
     factor = weighted_matrix_sum(weights, cov_roots)
+    if differentiable:
+        factor = factor @ _unrolled_tilt(covs.shape[-1], covs.dtype, covs.device)
     solution = symmetrise(factor @ factor)
     residual = covs.new_full((batch,), torch.inf)
     converged = torch.zeros(batch, dtype=torch.bool, device=covs.device)
@@ -388,6 +407,32 @@ def _solve_robust(
     return solution, FixedPointInfo(iterations, residual, converged)
 
 
+def _unrolled_tilt(dim: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """The factor :math:`C = I + K` of the start :math:`\\bar R\\, C C^\\top \\bar R`
+    (:math:`\\bar R = \\sum_m \\lambda_m \\Sigma_m^{1/2}`) of the unrolled iteration, ``(d, d)``.
+
+    The unrolled derivative is the derivative of the last iterate; its error, that of the
+    start's derivative carried through the steps, shrinks at the rate of the map's
+    derivative in every direction, but the stopping rule sees only the error of the start
+    itself. Where the covariances commute (diagonal ones included), :math:`\\bar R^2` is
+    the answer, with the derivative of the commuting closed form, which is wrong in the
+    directions that do not commute: the first residual would stop the iteration there with
+    that derivative (12 % off on a diagonal 3 × 3 problem). :math:`K` is strictly lower
+    triangular, of Frobenius norm 1/2 (so :math:`C` is invertible and the start positive
+    definite) with entries of the Weyl sequence :math:`\\{n \\varphi\\} - 1/2`, which
+    commutes with no covariance but in a set of measure zero: the start's error then has
+    a part in every direction, so the stopping rule holds the derivative to about the
+    tolerance too. It is scale-equivariant, as :math:`\\bar R` is.
+    """
+    rows, columns = torch.tril_indices(dim, dim, -1)
+    golden = (1 + math.sqrt(5)) / 2
+    entries = torch.frac(golden * torch.arange(1, rows.numel() + 1, dtype=torch.float64)) - 0.5
+    tilt = torch.eye(dim, dtype=torch.float64)
+    if entries.numel() > 0:
+        tilt[rows, columns] = 0.5 * entries / torch.linalg.vector_norm(entries)
+    return tilt.to(device, dtype)
+
+
 def _implicit_vjp(
     solution: torch.Tensor,
     covs: torch.Tensor,
@@ -399,14 +444,14 @@ def _implicit_vjp(
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """``(∂F/∂covs)ᵀ u, (∂F/∂weights)ᵀ u`` with ``u = grad + (∂F/∂S)ᵀ u`` at ``S = solution``.
 
-    Called with grad mode on (the backward of a ``create_graph=True`` call), it records the
-    iteration through autograd (:func:`_recorded_vjp`); otherwise the adjoint is taken in
-    closed form (``functional._adjoint``) for the problems that certifies, and through
-    autograd for the others.
+    Called with grad mode on (the backward of a ``create_graph=True`` call), it builds a
+    graph (:func:`_differentiable_vjp`); otherwise the adjoint is taken in closed form
+    (``functional._adjoint``) for the problems that certifies, and through autograd for the
+    others.
     """
     # torch.func.vjp's backward runs with grad mode on over tensors that record nothing
     if torch.is_grad_enabled() and solution.requires_grad:
-        return _recorded_vjp(solution, covs, weights, grad, needs, max_iter, tol)
+        return _differentiable_vjp(solution, covs, weights, grad, needs, max_iter, tol)
     closed, certified = ClosedFormAdjoint.where_certified(solution, covs, weights, tol)
     if closed is None:
         return _recorded_vjp(solution, covs, weights, grad, needs, max_iter, tol)
@@ -439,37 +484,151 @@ def _recorded_vjp(
     max_iter: int,
     tol: float,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """:func:`_implicit_vjp` through autograd's derivative of the map's polar form.
-
-    Called with grad mode on (the backward of a ``create_graph=True`` call), it builds a
-    graph: ``solution`` is then the output of :class:`_ImplicitFixedPoint`, whose own
-    (implicit) derivative carries the dependence of the fixed point on the inputs, and
-    the adjoint iteration is recorded, so the result can be differentiated again. Fresh
-    views of ``covs`` and ``weights`` make the ``autograd.grad`` calls partial
-    derivatives of ``F``: ``solution`` depends on the tensors, not on their views.
-    """
-    create_graph = torch.is_grad_enabled() and solution.requires_grad
+    """:func:`_implicit_vjp` through autograd's derivative of the map's polar form."""
     with torch.enable_grad():
-        if create_graph:
-            s, c, w = solution, covs.view_as(covs), weights.view_as(weights)
-        else:
-            s = solution.detach().requires_grad_()
-            c = covs.detach().requires_grad_(needs[0])
-            w = weights.detach().requires_grad_(needs[1])
+        s = solution.detach().requires_grad_()
+        c = covs.detach().requires_grad_(needs[0])
+        w = weights.detach().requires_grad_(needs[1])
         image = _fixed_point_map(s, sqrtm_psd(c), w)
-
-        def pull(adjoint: torch.Tensor) -> torch.Tensor:
-            (pulled,) = torch.autograd.grad(
-                image, s, adjoint, retain_graph=True, create_graph=create_graph
-            )
-            return symmetrise(pulled)
-
-        adjoint = solve_adjoint(pull, grad, max_iter, tol, accelerate=not create_graph)
+        pull = _autograd_product(image, s, tangent=False)
+        adjoint = solve_adjoint(pull, grad, max_iter, tol, True)
         inputs = [t for t, need in zip((c, w), needs, strict=True) if need]
-        grads = iter(
-            torch.autograd.grad(image, inputs, adjoint, create_graph=create_graph) if inputs else ()
-        )
+        grads = iter(torch.autograd.grad(image, inputs, adjoint) if inputs else ())
         return tuple(next(grads) if need else None for need in needs)
+
+
+def _autograd_product(
+    image: torch.Tensor, point: torch.Tensor, tangent: bool
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The symmetric part of :math:`J^\\top u` (or, with ``tangent``, of :math:`J v`) for
+    :math:`J` the derivative of ``image = F(point)`` recorded by autograd: a vector-Jacobian
+    product, or the vector-Jacobian product of that product, which is linear in its
+    cotangent (taken at zero), with respect to the cotangent."""
+    if not tangent:
+        return lambda u: symmetrise(torch.autograd.grad(image, point, u, retain_graph=True)[0])
+    probe = torch.zeros_like(point, requires_grad=True)
+    (pulled,) = torch.autograd.grad(image, point, probe, create_graph=True)
+    return lambda v: symmetrise(torch.autograd.grad(pulled, probe, v, retain_graph=True)[0])
+
+
+def _solve_linear(
+    solution: torch.Tensor,
+    covs: torch.Tensor,
+    weights: torch.Tensor,
+    rhs: torch.Tensor,
+    max_iter: int,
+    tol: float,
+    tangent: bool,
+) -> torch.Tensor:
+    """:math:`x = \\operatorname{sym}(r) + \\operatorname{sym}(J^\\top x)` (the adjoint) or,
+    with ``tangent``, :math:`x = \\operatorname{sym}(r) + \\operatorname{sym}(J x)`, at
+    :math:`S` = ``solution (B, d, d)`` for ``rhs (B, d, d)`` :math:`r`, by the accelerated
+    iteration (:func:`~barycentric.functional._adjoint.solve_adjoint`, which warns if it
+    stops short of ``tol``): in closed form for the problems ``functional._adjoint``
+    certifies, through autograd for the others. In ``rhs``' dtype, with no graph."""
+    solution, covs, weights, rhs = (t.detach() for t in (solution, covs, weights, rhs))
+    closed, certified = ClosedFormAdjoint.where_certified(solution, covs, weights, tol)
+    found = torch.empty_like(rhs)
+    if closed is not None:
+        easy = torch.nonzero(certified).squeeze(-1)
+        product = closed.push if tangent else closed.pull
+        x = solve_adjoint(product, rhs[easy].to(torch.float64), max_iter, tol, True)
+        found.index_copy_(0, easy, x.to(rhs.dtype))
+    hard = torch.nonzero(~certified).squeeze(-1)
+    if hard.numel() > 0:
+        with torch.enable_grad():
+            s = solution[hard].requires_grad_()
+            image = _fixed_point_map(s, sqrtm_psd(covs[hard]), weights[hard])
+            product = _autograd_product(image, s, tangent)
+        found.index_copy_(0, hard, solve_adjoint(product, rhs[hard], max_iter, tol, True))
+    return found
+
+
+def _differentiable_vjp(
+    solution: torch.Tensor,
+    covs: torch.Tensor,
+    weights: torch.Tensor,
+    grad: torch.Tensor,
+    needs: tuple[bool, bool],
+    max_iter: int,
+    tol: float,
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """:func:`_implicit_vjp` as a graph, for the backward of a ``create_graph=True`` call.
+
+    ``solution`` is then the output of :class:`_ImplicitFixedPoint`, whose own (implicit)
+    derivative carries the dependence of the fixed point on the inputs; the adjoint comes
+    from :class:`_LinearSolve`, solved to ``tol`` with the first-order backward's acceleration
+    and differentiated implicitly too; and the products with :math:`(\\partial F /
+    \\partial \\theta)^\\top` are recorded through autograd's derivative of the map's polar
+    form. Fresh views of ``covs`` and ``weights`` make those products partial derivatives of
+    ``F``: ``solution`` depends on the tensors, not on their views.
+    """
+    adjoint = _LinearSolve.apply(solution, covs, weights, grad, max_iter, tol, False)
+    c, w = covs.view_as(covs), weights.view_as(weights)
+    image = _fixed_point_map(solution, sqrtm_psd(c), w)
+    inputs = [t for t, need in zip((c, w), needs, strict=True) if need]
+    grads = iter(torch.autograd.grad(image, inputs, adjoint, create_graph=True) if inputs else ())
+    return tuple(next(grads) if need else None for need in needs)
+
+
+class _LinearSolve(torch.autograd.Function):
+    """The solution :math:`x` of :math:`x = \\operatorname{sym} r + \\operatorname{sym}(A x)`
+    at :math:`S`, :math:`A = J^\\top` (the adjoint) or, with ``tangent``, :math:`A = J`, as a
+    function of ``(solution, covs, weights, rhs)``, differentiated implicitly to every order.
+
+    For a cotangent :math:`\\bar x`, with :math:`z` the solution of the other system,
+    :math:`z = \\operatorname{sym} \\bar x + \\operatorname{sym}(A^\\top z)` (this function
+    again, so that its own derivative is implicit too), the linear equation gives
+    :math:`\\bar r = z` and, for :math:`p` any of :math:`S`, the covariances and the weights,
+    :math:`\\bar p = \\partial_p \\langle z, A(p)\\, x \\rangle`, taken by autograd through
+    the map's polar form (a second derivative of the map for :math:`J^\\top`, a third for
+    :math:`J`). Both solves stop at ``tol`` (:func:`_solve_linear`).
+    """
+
+    @staticmethod
+    def forward(solution, covs, weights, rhs, max_iter, tol, tangent):
+        return _solve_linear(solution, covs, weights, rhs, max_iter, tol, tangent)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        solution, covs, weights, _, max_iter, tol, tangent = inputs
+        ctx.save_for_backward(solution, covs, weights, output)
+        ctx.options = (max_iter, tol, tangent)
+
+    @staticmethod
+    @entry_point(
+        name="The implicit second derivative of the Wasserstein barycenter",
+        why="its linear solves stop on values; backward='unroll' can be mapped",
+    )
+    def backward(ctx, grad_found):
+        solution, covs, weights, found = ctx.saved_tensors
+        max_iter, tol, tangent = ctx.options
+        other = _LinearSolve.apply(solution, covs, weights, grad_found, max_iter, tol, not tangent)
+        needs = ctx.needs_input_grad[:3]
+        create_graph = torch.is_grad_enabled()
+        with torch.enable_grad():
+            # fresh views: derivatives with respect to them are partial, holding ``found``
+            # (a function of the tensors themselves) fixed
+            s = (
+                solution.view_as(solution)
+                if solution.requires_grad
+                else solution.detach().requires_grad_()
+            )
+            c, w = covs.view_as(covs), weights.view_as(weights)
+            image = _fixed_point_map(s, sqrtm_psd(c), w)
+            if tangent:  # J x: the vector-Jacobian product of the (linear) Jᵀ(·), at zero
+                probe = torch.zeros_like(s, requires_grad=True)
+                (pulled,) = torch.autograd.grad(image, s, probe, create_graph=True)
+                (product,) = torch.autograd.grad(pulled, probe, found, create_graph=True)
+            else:
+                (product,) = torch.autograd.grad(image, s, found, create_graph=True)
+            inputs = [t for t, need in zip((s, c, w), needs, strict=True) if need]
+            grads = iter(
+                torch.autograd.grad((other * product).sum(), inputs, create_graph=create_graph)
+                if inputs
+                else ()
+            )
+        return (*(next(grads) if need else None for need in needs), other, None, None, None)
 
 
 class _ImplicitFixedPoint(torch.autograd.Function):
@@ -512,32 +671,52 @@ def _mccann(covs: torch.Tensor, weights: torch.Tensor, needs_grad: bool) -> torc
     Walked from the expert of larger weight, so that :math:`t \\le 1/2`; a lone expert
     (:math:`t = 0`) is returned as it is (an absent expert's weight has no derivative).
     Through autograd, the polar form (:func:`_mccann_polar`); outside it, 2 × 2 problems in
-    closed form (``functional._two_by_two``), and the others from a Cholesky factor
-    (``functional._geodesic``) where its round-off is certified, the polar form elsewhere.
+    closed form (``functional._two_by_two``) where its roots are certified, the others
+    from a Cholesky factor (``functional._geodesic``) where its round-off is certified,
+    and the polar form for the rest.
     """
     batch, dim = covs.shape[:-3], covs.shape[-1]
-    if not needs_grad and dim == 2:
-        flat = mccann_two_by_two(covs.reshape(-1, 2, 2, 2), weights.reshape(-1, 2))
-        return flat.reshape(*batch, 2, 2)
+    if needs_grad:
+        first, second, t = _walked(covs, weights)
+        return torch.where(t == 0, first, _mccann_polar(first, second, t))
+    tol = default_tolerance(covs.dtype)
+    # no autograd records to keep (as for the fixed point's solve); the result leaves as a copy
+    with torch.inference_mode():
+        flat_covs, flat_weights = covs.reshape(-1, 2, dim, dim), weights.reshape(-1, 2)
+        if dim == 2:
+            found = mccann_two_by_two(flat_covs, flat_weights, tol)  # NaN where uncertified
+            hard = torch.nonzero(~all_finite(found, (-2, -1))).squeeze(-1)
+            if hard.numel() > 0:
+                general = _mccann_general(flat_covs[hard], flat_weights[hard], tol)
+                found = found.index_copy(0, hard, general)
+        else:
+            found = _mccann_general(flat_covs, flat_weights, tol)
+        result = found.view(*batch, dim, dim)
+    return result.clone()
+
+
+def _walked(
+    covs: torch.Tensor, weights: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(first, second, t)`` for ``covs (..., 2, d, d)`` and ``weights (..., 2)``: the expert
+    of larger weight, the other, and the other's weight ``(..., 1, 1)``."""
     swap = (weights[..., 1] > weights[..., 0])[..., None, None]
     first = torch.where(swap, covs[..., 1, :, :], covs[..., 0, :, :])
     second = torch.where(swap, covs[..., 0, :, :], covs[..., 1, :, :])
     t = torch.where(swap, weights[..., 0, None, None], weights[..., 1, None, None])
-    if needs_grad:
-        return torch.where(t == 0, first, _mccann_polar(first, second, t))
-    # no autograd records to keep (as for the fixed point's solve); the result leaves as a copy
-    with torch.inference_mode():
-        first_flat, second_flat = first.reshape(-1, dim, dim), second.reshape(-1, dim, dim)
-        t_flat = t.reshape(-1, 1, 1)
-        found, accepted = mccann_cholesky(
-            first_flat, second_flat, t_flat, default_tolerance(covs.dtype)
-        )
-        hard = torch.nonzero(~accepted).squeeze(-1)
-        if hard.numel() > 0:
-            polar_form = _mccann_polar(first_flat[hard], second_flat[hard], t_flat[hard])
-            found = found.index_copy(0, hard, polar_form)
-        result = torch.where(t == 0, first, found.view_as(first))
-    return result.clone()
+    return first, second, t
+
+
+def _mccann_general(covs: torch.Tensor, weights: torch.Tensor, tol: float) -> torch.Tensor:
+    """McCann's interpolant of each problem of ``covs (B, 2, d, d)``, ``weights (B, 2)``, any
+    ``d``, outside autograd: from a Cholesky factor where its round-off is certified to
+    ``tol`` (``functional._geodesic``), the polar form elsewhere."""
+    first, second, t = _walked(covs, weights)
+    found, accepted = mccann_cholesky(first, second, t, tol)
+    hard = torch.nonzero(~accepted).squeeze(-1)
+    if hard.numel() > 0:
+        found = found.index_copy(0, hard, _mccann_polar(first[hard], second[hard], t[hard]))
+    return torch.where(t == 0, first, found)
 
 
 def _mccann_polar(first: torch.Tensor, second: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -652,7 +831,7 @@ def wasserstein_barycenter_full(
         mean, bary, info, tol = run_on_host(_barycenter_full, cov.device, *arguments, **options)
     else:
         mean, bary, info, tol = _barycenter_full(*arguments, **options)
-    _warn_unconverged(info, tol)
+    warn_unconverged(info, tol)
     return (mean, bary, info) if return_info else (mean, bary)
 
 
@@ -712,12 +891,15 @@ def _barycenter_full(
             )
         bary = bary * scale[..., None, None]
         if info is None:
-            info = FixedPointInfo.exact(bary.detach()[..., 0, 0])
+            info = FixedPointInfo.exact(bary, 2)
         return mean, bary, info, tol
 
 
-def _warn_unconverged(info: FixedPointInfo, tol: float) -> None:
-    """One warning for the whole batch, naming how many problems did not converge."""
+def warn_unconverged(info: FixedPointInfo, tol: float) -> None:
+    """One warning for the whole batch, naming how many problems did not converge (none
+    where the flags cannot be read: under :func:`torch.compile` or vmap)."""
+    if not readable(info.converged):
+        return
     unconverged = ~info.converged
     count = int(unconverged.sum())
     if count == 0:
@@ -728,7 +910,7 @@ def _warn_unconverged(info: FixedPointInfo, tol: float) -> None:
         [f"largest residual {reached.max().item():.2e} > tol {tol:.1e}"] if len(reached) else []
     )
     if broken:
-        detail.append(f"{broken} could not be solved (a step was not finite)")
+        detail.append(f"{broken} could not be solved (an input or a step was not finite)")
     warn_at_caller(
         f"Wasserstein barycenter fixed point did not converge for {count} of "
         f"{info.converged.numel()} problems in {info.iterations} iterations "
