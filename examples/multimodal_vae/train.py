@@ -18,13 +18,13 @@ import shutil
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, NoReturn
 
 import numpy as np
 import torch
-from data import DATASETS, MultimodalDataset, get_dataset
+from data import DATASETS, ModalitySpec, MultimodalDataset, get_dataset
 from data.mnist_svhn_text import ALPHABET
 from evaluate import (
     EvalSplit,
@@ -63,6 +63,7 @@ DEFAULTS: dict[str, Any] = {
     "lr": 1e-3,
     "beta": 1.0,
     "likelihoods": {},
+    "likelihood_weights": {},
     "reconstruct_all_components": False,
     "num_workers": 0,
     "seed": 0,
@@ -446,6 +447,27 @@ def write_metrics(
             writer.writerow(["classifier_accuracy", "", name, "", value])
 
 
+def weighted_specs(
+    specs: Sequence[ModalitySpec], weights: dict[str, float] | None
+) -> tuple[ModalitySpec, ...]:
+    """``specs`` with the likelihood weights of ``weights`` (modality name → weight).
+
+    A config's ``likelihood_weights`` replaces the dataset's (MoPoE's ``rec_weights``) for the
+    modalities it names; the training loss multiplies each modality's log-likelihood by it.
+
+    Raises
+    ------
+    ValueError
+        When ``weights`` names an unknown modality or gives a weight that is not positive.
+    """
+    weights = dict(weights or {})
+    names = [spec.name for spec in specs]
+    unknown = sorted(set(weights) - set(names))
+    if unknown:
+        raise ValueError(f"likelihood_weights names unknown modalities {unknown}; known: {names}")
+    return tuple(replace(spec, weight=float(weights.get(spec.name, spec.weight))) for spec in specs)
+
+
 def _load_datasets(config: dict[str, Any]) -> tuple[MultimodalDataset, MultimodalDataset]:
     return tuple(
         get_dataset(config["dataset"], split, config["data_root"]) for split in ("train", "test")
@@ -488,7 +510,10 @@ def run(args: argparse.Namespace) -> int:
     torch.manual_seed(config["seed"])
     device = torch.device(config["device"])
     model = MultimodalVAE(
-        train_set.specs, config["latent_dim"], config["aggregation"], config["likelihoods"]
+        weighted_specs(train_set.specs, config["likelihood_weights"]),
+        config["latent_dim"],
+        config["aggregation"],
+        config["likelihoods"],
     ).to(device)
     optimiser = torch.optim.Adam(model.parameters(), lr=config["lr"])
     if args.resume:
