@@ -23,13 +23,13 @@ import shutil
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, NoReturn
 
 import numpy as np
 import torch
-from data import DATASETS, MultimodalDataset
+from data import DATASETS, ModalitySpec, MultimodalDataset
 from distributed import GlobalBatchNoise, Processes, TrainingObjective
 from evaluate import (
     CHECKPOINT_FILE,
@@ -66,6 +66,7 @@ DEFAULTS: dict[str, Any] = {
     "lr": 1e-3,
     "beta": 1.0,
     "likelihoods": {},
+    "likelihood_weights": {},
     "reconstruct_all_components": False,
     "num_workers": 0,
     "seed": 0,
@@ -679,6 +680,27 @@ def _changes(saved: dict[str, Any], config: dict[str, Any]) -> list[str]:
     ]
 
 
+def weighted_specs(
+    specs: Sequence[ModalitySpec], weights: dict[str, float] | None
+) -> tuple[ModalitySpec, ...]:
+    """``specs`` with the likelihood weights of ``weights`` (modality name → weight).
+
+    A config's ``likelihood_weights`` replaces the dataset's (MoPoE's ``rec_weights``) for the
+    modalities it names; the training loss multiplies each modality's log-likelihood by it.
+
+    Raises
+    ------
+    ValueError
+        When ``weights`` names an unknown modality or gives a weight that is not positive.
+    """
+    weights = dict(weights or {})
+    names = [spec.name for spec in specs]
+    unknown = sorted(set(weights) - set(names))
+    if unknown:
+        raise ValueError(f"likelihood_weights names unknown modalities {unknown}; known: {names}")
+    return tuple(replace(spec, weight=float(weights.get(spec.name, spec.weight))) for spec in specs)
+
+
 def _run_classifiers_only(config: dict[str, Any], path: Path, overwrite: bool) -> int:
     if path.exists() and not overwrite:
         raise ValueError(f"{path} already exists; pass --overwrite to retrain the classifiers")
@@ -746,7 +768,10 @@ def fit(
     device = processes.device(config["device"])
     torch.manual_seed(config["seed"])
     model = MultimodalVAE(
-        train_set.specs, config["latent_dim"], config["aggregation"], config["likelihoods"]
+        weighted_specs(train_set.specs, config["likelihood_weights"]),
+        config["latent_dim"],
+        config["aggregation"],
+        config["likelihoods"],
     ).to(device)
     optimiser = torch.optim.Adam(model.parameters(), lr=config["lr"])
     if resume:

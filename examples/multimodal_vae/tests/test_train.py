@@ -4,8 +4,9 @@ import json
 
 import pytest
 import torch
+from data import ModalitySpec
 from threadpoolctl import threadpool_info, threadpool_limits
-from train import main
+from train import main, weighted_specs
 
 STEPS_PER_EPOCH = 4  # synthetic: 512 training points, batches of 128
 
@@ -259,3 +260,26 @@ def test_the_epoch_test_loss_reads_at_most_max_test_loss_samples(monkeypatch) ->
     # the mean over the first five points, whatever follows them
     config["eval"]["max_test_loss_samples"] = 1000
     assert train.test_loss(model, torch.utils.data.Subset(test_set, range(5)), config) == few
+
+
+def test_likelihood_weights_replace_the_dataset_s_for_the_named_modalities():
+    specs = (
+        ModalitySpec("a", "image", (1, 2, 2), "bernoulli", 3.0),
+        ModalitySpec("b", "text", (4, 5), "categorical", 2.0),
+    )
+    weighted = weighted_specs(specs, {"b": 0.5})
+    assert [spec.weight for spec in weighted] == [3.0, 0.5]
+    assert weighted[1] == ModalitySpec("b", "text", (4, 5), "categorical", 0.5)
+    assert weighted_specs(specs, {}) == specs
+    with pytest.raises(ValueError, match=r"likelihood_weights names unknown modalities \['c'\]"):
+        weighted_specs(specs, {"c": 1.0})
+    with pytest.raises(ValueError, match="weight must be positive"):
+        weighted_specs(specs, {"a": 0.0})
+
+
+def test_config_likelihood_weights_of_an_unknown_modality_are_refused(tmp_path, capsys):
+    path = tmp_path / "weights.json"
+    path.write_text(json.dumps({**TINY, "likelihood_weights": {"m9": 2.0}}))
+    code = run(path, tmp_path / "run", "--aggregation", "mwb")
+    assert_refused(capsys, code, "likelihood_weights", "m9")
+    assert not (tmp_path / "run").exists()
