@@ -398,14 +398,18 @@ def test_second_derivatives_of_an_ill_conditioned_problem_are_not_truncated() ->
     backward=st.sampled_from(["implicit", "unroll"]),
     rotate=st.booleans(),
     offset=st.sampled_from([0.0, 1e-6, 1e-2]),
-    tol=st.sampled_from([1e-13, 1e-10]),
+    tol=st.sampled_from([1e-13, 1e-12]),
 )
+@example(seed=1, backward="implicit", rotate=False, offset=0.0, tol=1e-12)
 def test_gradgradcheck_at_and_near_commuting_covariances(seed, backward, rotate, offset, tol):
-    # tol 1e-10 takes the closed-form adjoint and its transpose (the roots are certified),
-    # 1e-13 autograd's products of the map
+    # tol 1e-12 takes the closed-form adjoint and its transpose (these roots, of condition
+    # below 17, are certified), 1e-13 autograd's products of the map. The first derivative
+    # is right to about tol, and gradgradcheck's differences of it (step 1e-6) to about
+    # tol / 1e-6: at tol 1e-10 they were 1e-4 off on an AMD EPYC, so atol 1e-5 with tol
+    # at most 1e-12 (the unroll bug this guards against was 12.8 % off)
     cov, weights = _commuting_experts(seed, 3, 2, rotate, offset)
     barycenter = _barycenter(weights, backward, tol=tol)
-    assert torch.autograd.gradgradcheck(barycenter, (cov.requires_grad_(),), atol=1e-6)
+    assert torch.autograd.gradgradcheck(barycenter, (cov.requires_grad_(),), atol=1e-5)
 
 
 def test_third_derivative_matches_central_differences_of_the_second() -> None:
