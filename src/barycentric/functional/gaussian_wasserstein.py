@@ -184,7 +184,7 @@ class FixedPointInfo(NamedTuple):
         ``inf`` and not converged where it is not (inputs that were not finite, which
         validation lets through when it is off)."""
         finite = all_finite(result.detach(), tuple(range(-event_dims, 0)))
-        residual = torch.where(finite, 0.0, torch.inf).to(result.dtype)
+        residual = result.new_zeros(finite.shape).masked_fill_(~finite, torch.inf)
         return cls(0, residual, finite)
 
 
@@ -665,19 +665,15 @@ def _mccann(covs: torch.Tensor, weights: torch.Tensor, needs_grad: bool) -> torc
         first, second, t = _walked(covs, weights)
         return torch.where(t == 0, first, _mccann_polar(first, second, t))
     tol = default_tolerance(covs.dtype)
-    # no autograd records to keep (as for the fixed point's solve); the result leaves as a copy
-    with torch.inference_mode():
-        flat_covs, flat_weights = covs.reshape(-1, 2, dim, dim), weights.reshape(-1, 2)
-        if dim == 2:
-            found = mccann_two_by_two(flat_covs, flat_weights, tol)  # NaN where uncertified
-            hard = torch.nonzero(~all_finite(found, (-2, -1))).squeeze(-1)
-            if hard.numel() > 0:
-                general = _mccann_general(flat_covs[hard], flat_weights[hard], tol)
-                found = found.index_copy(0, hard, general)
-        else:
-            found = _mccann_general(flat_covs, flat_weights, tol)
-        result = found.view(*batch, dim, dim)
-    return result.clone()
+    flat_covs, flat_weights = covs.reshape(-1, 2, dim, dim), weights.reshape(-1, 2)
+    if dim == 2:
+        found = mccann_two_by_two(flat_covs, flat_weights, tol)  # NaN where uncertified
+        if bool(found.isnan().any()):
+            hard = torch.nonzero(found[:, 0, 0].isnan()).squeeze(-1)
+            general = _mccann_general(flat_covs[hard], flat_weights[hard], tol)
+            found = found.index_copy(0, hard, general)
+        return found.view(*batch, dim, dim)
+    return _mccann_general(flat_covs, flat_weights, tol).view(*batch, dim, dim)
 
 
 def _walked(
@@ -696,12 +692,16 @@ def _mccann_general(covs: torch.Tensor, weights: torch.Tensor, tol: float) -> to
     """McCann's interpolant of each problem of ``covs (B, 2, d, d)``, ``weights (B, 2)``, any
     ``d``, outside autograd: from a Cholesky factor where its round-off is certified to
     ``tol`` (``functional._geodesic``), the polar form elsewhere."""
-    first, second, t = _walked(covs, weights)
-    found, accepted = mccann_cholesky(first, second, t, tol)
-    hard = torch.nonzero(~accepted).squeeze(-1)
-    if hard.numel() > 0:
-        found = found.index_copy(0, hard, _mccann_polar(first[hard], second[hard], t[hard]))
-    return torch.where(t == 0, first, found)
+    # no autograd records to keep (as for the fixed point's solve); the result leaves as a copy
+    with torch.inference_mode():
+        first, second, t = _walked(covs, weights)
+        found, accepted = mccann_cholesky(first, second, t, tol)
+        hard = torch.nonzero(~accepted).squeeze(-1)
+        if hard.numel() > 0:
+            polar_form = _mccann_polar(first[hard], second[hard], t[hard])
+            found = found.index_copy(0, hard, polar_form)
+        result = torch.where(t == 0, first, found)
+    return result.clone()
 
 
 def _mccann_polar(first: torch.Tensor, second: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
