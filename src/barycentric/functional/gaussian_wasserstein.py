@@ -16,12 +16,12 @@ It is computed by the fixed-point iteration of Álvarez-Esteban et al. (2016),
 \\Sigma_k^{-1/2}` from :math:`\\Sigma_k` to the experts, started from
 :math:`\\Sigma_0 = (\\sum_m \\lambda_m \\Sigma_m^{1/2})^2`, the exact answer when the
 covariances commute (diagonal ones included), which the first residual then confirms, and
-accelerated by Anderson mixing of the covariances (Walker & Ni, 2011; memory 4). (Through
-autograd, ``backward="unroll"``, the start is tilted off that answer: see
-:func:`_unrolled_tilt`.) Three
-solvers share that iteration, its residual :math:`\\|\\sum_m \\lambda_m
-(\\Sigma_k^{1/2} \\Sigma_m \\Sigma_k^{1/2})^{1/2} - \\Sigma_k\\|_F / \\|\\Sigma_k\\|_F` and its
-stopping rule, and differ in how they take the roots:
+accelerated by Anderson mixing of the covariances (Walker & Ni, 2011; memory 4); through
+autograd (``backward="unroll"``) the start is tilted off that answer
+(``_unrolled_tilt``). Three solvers share that iteration, its residual
+:math:`\\|\\sum_m \\lambda_m (\\Sigma_k^{1/2} \\Sigma_m \\Sigma_k^{1/2})^{1/2} -
+\\Sigma_k\\|_F / \\|\\Sigma_k\\|_F` and its stopping rule, and differ in how they take the
+roots:
 
 * the **warm-started** solver (``functional._warm_fixed_point``), for every
   problem it can certify: it works in float64 on the Cholesky factor :math:`\\Sigma_k =
@@ -416,12 +416,13 @@ def _unrolled_tilt(dim: int, dtype: torch.dtype, device: torch.device) -> torch.
     itself. Where the covariances commute (diagonal ones included), :math:`\\bar R^2` is
     the answer, with the derivative of the commuting closed form, which is wrong in the
     directions that do not commute: the first residual would stop the iteration there with
-    that derivative (12 % off on a diagonal 3 × 3 problem). :math:`K` is strictly lower
-    triangular, of Frobenius norm 1/2 (so :math:`C` is invertible and the start positive
-    definite) with entries of the Weyl sequence :math:`\\{n \\varphi\\} - 1/2`, which
-    commutes with no covariance but in a set of measure zero: the start's error then has
-    a part in every direction, so the stopping rule holds the derivative to about the
-    tolerance too. It is scale-equivariant, as :math:`\\bar R` is.
+    that derivative (1.4 % off on a diagonal problem of three 3 × 3 experts). :math:`K` is
+    strictly lower triangular, of Frobenius norm 1/2 (so :math:`C` is invertible and the
+    start positive definite), with entries of the Weyl sequence :math:`\\{n \\varphi\\} -
+    1/2`: but for inputs in a set of measure zero, the start's error then has a part in
+    every direction, and the stopping rule holds the derivative to about the tolerance too
+    (measured: within 1e-11 of the implicit derivative at commuting, near-commuting and
+    generic inputs, at ``tol=1e-13``). It is scale-equivariant, as :math:`\\bar R` is.
     """
     rows, columns = torch.tril_indices(dim, dim, -1)
     golden = (1 + math.sqrt(5)) / 2
