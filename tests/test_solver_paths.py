@@ -273,8 +273,11 @@ def test_a_singular_or_indefinite_expert_takes_down_no_two_by_two_problem(expert
 
 
 def _commuting_experts(seed: int, m: int, d: int, rotate: bool, offset: float = 0.0):
+    """``m`` covariances ``(m, d, d)`` sharing their eigenvectors (the axes unless
+    ``rotate``), eigenvalues log-uniform in [0.1, 10], plus ``offset`` times a symmetric
+    Gaussian matrix each (near-commuting); and unnormalised weights ``(m,)``."""
     generator = torch.Generator().manual_seed(seed)
-    spectra = torch.rand(m, d, dtype=F64, generator=generator) * 4 + 0.25
+    spectra = 10 ** (2 * torch.rand(m, d, dtype=F64, generator=generator) - 1)
     q = _rotations(generator, 1, d)[0] if rotate else torch.eye(d, dtype=F64)
     cov = (q * spectra.unsqueeze(-2)) @ q.T
     noise = symmetrise(torch.randn(m, d, d, dtype=F64, generator=generator))
