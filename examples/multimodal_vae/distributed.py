@@ -19,11 +19,19 @@ draws the same shapes. With one process the generator is torch's default one, so
 one-process run draws exactly what it drew before this module existed.
 
 This covers every Gaussian draw of the ELBO: the joint posteriors' (``poe``, ``wb``) and
-the mixtures' components (``moe``, ``mopoe``, ``mwb``). The mixtures' choice of one
-component per row (the objective's default estimator) is not a Gaussian draw: each
-process draws it for its own rows from torch's default generator, seeded apart on every
-process, which keeps the estimator unbiased but is not the one process's choice; with
-``reconstruct_all_components`` every component is decoded and nothing is chosen.
+the mixtures' components (``moe``, ``mopoe``, ``mwb``), with each of the mixture
+estimators of :mod:`objectives` (``mixture_estimator``):
+
+- ``"split"`` (MoPoE's, the default) gives row ``i`` of the global batch of ``B`` the
+  component whose interval of its cumulative mixing weights holds the midpoint
+  ``(i + 1/2) / B``. :meth:`GlobalBatchNoise.split_rsample` splits the *global* batch:
+  process ``r``'s row ``j`` is global row ``i = j N + r`` and takes that row's component
+  and noise, so the split is the one process's, not each process's own batch split anew.
+- ``"all"`` decodes every component and chooses nothing.
+- ``"sample"`` chooses one component per row at random from the mixing weights, which is
+  not a Gaussian draw: each process draws it for its own rows from torch's default
+  generator, seeded apart on every process, which keeps the estimator unbiased but is
+  not the one process's choice.
 
 What remains different is the order of the floating-point sums (each process sums its
 rows, then the gradients are summed across processes) and the batch size each kernel sees:
@@ -39,9 +47,11 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 from model import MultimodalVAE
-from objectives import elbo_loss
+from objectives import elbo_loss, split_draws
 from torch import Tensor, nn
-from torch.distributions import Distribution, Independent, MixtureSameFamily, Normal
+from torch.distributions import Categorical, Distribution, Independent, MixtureSameFamily, Normal
+
+import barycentric as bc
 
 
 @dataclass(frozen=True)
@@ -159,13 +169,55 @@ class GlobalBatchNoise:
             For a posterior that is neither a diagonal Gaussian nor a mixture of them.
         """
         if isinstance(posterior, MixtureSameFamily):
-            components = self.posterior(posterior.component_distribution)
-            return MixtureSameFamily(
-                posterior.mixture_distribution, components, validate_args=False
-            )
+            return _GlobalNoiseMixture(posterior, self)
         if isinstance(posterior, Independent) and isinstance(posterior.base_dist, Normal):
             return _GlobalNoiseNormal(posterior, self)
         raise TypeError(f"no global-batch noise for a {type(posterior).__name__} posterior")
+
+    def split_rsample(self, mixture: MixtureSameFamily) -> tuple[Tensor, Tensor]:
+        """:func:`barycentric.split_rsample` of the global batch, at this process's rows.
+
+        The split gives each row the component whose interval of its own cumulative
+        mixing weights holds the row's midpoint, ``(i + 1/2) / (B N)`` for global row
+        ``i`` of ``B N``, and ``split_rsample`` takes the rows of a batch in row-major
+        order. So the mixture with each of this process's ``B`` rows repeated ``N`` times,
+        batch ``(B, N)``, has at ``(j, r)`` global row ``j N + r``'s midpoint: its split
+        is the global batch's, and its noise, ``(B, N, d)`` from the shared generator, is
+        the global batch's too. This process keeps column ``rank``, as
+        :meth:`standard_normal` keeps its rows; one process keeps everything (``N = 1``).
+
+        Parameters
+        ----------
+        mixture : MixtureSameFamily
+            Batch ``(B,)``: this process's rows; ``S`` diagonal Gaussian components.
+
+        Returns
+        -------
+        z : Tensor
+            ``(B, d)``: one reparameterised draw per row.
+        component : Tensor
+            ``(B,)`` int64: the component each row drew from.
+        """
+        rows = (*mixture.batch_shape, self.world_size)
+        components = mixture.component_distribution.base_dist
+        global_batch = MixtureSameFamily(
+            Categorical(
+                probs=mixture.mixture_distribution.probs.unsqueeze(-2).expand(*rows, -1),
+                validate_args=False,
+            ),
+            Independent(
+                Normal(
+                    components.loc.unsqueeze(-3).expand(*rows, -1, -1),
+                    components.scale.unsqueeze(-3).expand(*rows, -1, -1),
+                    validate_args=False,
+                ),
+                1,
+                validate_args=False,
+            ),
+            validate_args=False,
+        )
+        z, component = bc.split_rsample(global_batch, generator=self.generator)
+        return z[:, self.rank], component[:, self.rank]
 
 
 class _GlobalNoiseNormal(Independent):
@@ -184,6 +236,21 @@ class _GlobalNoiseNormal(Independent):
             self._extended_shape(sample_shape), len(sample_shape), base.loc.dtype, base.loc.device
         )
         return base.loc + eps * base.scale
+
+
+class _GlobalNoiseMixture(MixtureSameFamily):
+    """A mixture whose components are :class:`_GlobalNoiseNormal` and whose split
+    (:func:`objectives.split_draws`) is :meth:`GlobalBatchNoise.split_rsample`."""
+
+    def __init__(self, posterior: MixtureSameFamily, noise: GlobalBatchNoise) -> None:
+        components = noise.posterior(posterior.component_distribution)
+        super().__init__(posterior.mixture_distribution, components, validate_args=False)
+        self.noise = noise
+
+
+@split_draws.register
+def _split_the_global_batch(posterior: _GlobalNoiseMixture) -> tuple[Tensor, Tensor]:
+    return posterior.noise.split_rsample(posterior)
 
 
 class _WithGlobalNoise:
@@ -210,16 +277,16 @@ class TrainingObjective(nn.Module):
         The reparameterisation noise of the posteriors.
     beta : float
         Weight of the KL term.
-    all_components : bool
-        Mixtures: decode every component (see :func:`objectives.elbo_terms`).
+    estimator : {"split", "sample", "all"}
+        Mixtures: the reconstruction term's estimator (see :func:`objectives.elbo_terms`).
     """
 
     def __init__(
-        self, model: MultimodalVAE, noise: GlobalBatchNoise, *, beta: float, all_components: bool
+        self, model: MultimodalVAE, noise: GlobalBatchNoise, *, beta: float, estimator: str
     ) -> None:
         super().__init__()
         self.model, self.noise = model, noise
-        self.beta, self.all_components = beta, all_components
+        self.beta, self.estimator = beta, estimator
 
     def forward(self, xs: Sequence[Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         """``(loss, terms)`` of :func:`objectives.elbo_loss` on this process's rows."""
@@ -227,5 +294,5 @@ class TrainingObjective(nn.Module):
             _WithGlobalNoise(self.model, self.noise),
             xs,
             beta=self.beta,
-            all_components=self.all_components,
+            estimator=self.estimator,
         )

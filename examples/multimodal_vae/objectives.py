@@ -10,9 +10,18 @@ ELBO of MMVAE and MoPoE (Shi et al., 2019; Sutter et al., 2021),
     Σ_s π_s ( E_{q_s}[Σ_m log p(x_m | z)] − β KL(q_s ‖ p(z)) ),
 
 its KL terms in closed form and its reconstruction term from reparameterised draws of the
-components (:func:`barycentric.stratified_rsample`): of all ``S`` of them, or, as MoPoE's
-code does and by default, of one component per data point drawn from ``π``, which is as
-unbiased and ``S`` times cheaper (PolyMNIST has ``S = 31`` subsets).
+components, by one of three estimators (``estimator``; PolyMNIST has ``S = 31`` subsets):
+
+- ``"split"`` (the default): MoPoE's, :func:`barycentric.split_rsample`. Each data point
+  decodes one draw of one component, the rows of the batch split among the components in
+  proportion to ``π`` (``|n_s − B π_s| < 1`` rows for component ``s`` of a batch of ``B``
+  points that share their weights). Unbiased, up to the rounding of the shares, over the
+  shuffled order of the rows; ``S`` times cheaper than ``"all"``.
+- ``"sample"``: each data point decodes one component drawn at random from ``π``; unbiased,
+  as ``π`` does not depend on the parameters, and ``S`` times cheaper than ``"all"``, but
+  the number of rows per component varies from batch to batch.
+- ``"all"``: every component of every point (:func:`barycentric.stratified_rsample`), the
+  exact stratified estimator, ``S`` decodings per point.
 
 Only observed modalities (``mask`` true) enter the reconstruction term.
 """
@@ -28,6 +37,9 @@ from torch import Tensor
 from torch.distributions import Distribution, Independent, MixtureSameFamily, kl_divergence
 
 import barycentric as bc
+
+#: The estimators of a mixture's reconstruction term, the default first.
+ESTIMATORS = ("split", "sample", "all")
 
 
 def reconstruction_log_probs(
@@ -70,7 +82,7 @@ def elbo_terms(
     xs: Sequence[Tensor],
     mask: Tensor | None,
     *,
-    all_components: bool = False,
+    estimator: str = "split",
 ) -> tuple[Tensor, Tensor]:
     """Reconstruction and KL terms of the ELBO of ``posterior = q(z | X_S)``.
 
@@ -86,10 +98,10 @@ def elbo_terms(
         ``(B, *spec.shape)`` per modality.
     mask : Tensor, optional
         ``(B, M)`` bool, ``False`` where a modality is missing; ``None``: all observed.
-    all_components : bool
-        Mixtures only: decode a draw of every component (the exact stratified estimator,
-        ``S`` decodings per point) instead of one component drawn from ``π`` per point (as
-        MoPoE's code does; unbiased too, as ``π`` does not depend on the parameters).
+    estimator : {"split", "sample", "all"}
+        Mixtures only: the reconstruction term's estimator (see the module's docstring):
+        one component per point, the batch split in proportion to ``π`` (MoPoE's,
+        :func:`split_draws`), or drawn from ``π``; or every component.
 
     Returns
     -------
@@ -97,6 +109,11 @@ def elbo_terms(
         ``(B, M)``: estimate of ``E_q[log p(x_m | z)]``, zero for missing modalities.
     kl : Tensor
         ``(B,)``: ``KL(q ‖ p)`` (mixtures: ``Σ_s π_s KL(q_s ‖ p)``, exact).
+
+    Raises
+    ------
+    ValueError
+        For an unknown ``estimator``.
     """
     raise TypeError(f"no ELBO for a posterior of type {type(posterior).__name__}")
 
@@ -108,8 +125,9 @@ def _joint(
     xs: Sequence[Tensor],
     mask: Tensor | None,
     *,
-    all_components: bool = False,
+    estimator: str = "split",
 ) -> tuple[Tensor, Tensor]:
+    _check_estimator(estimator)
     reconstruction = reconstruction_log_probs(model, posterior.rsample(), xs, mask)
     return reconstruction, kl_divergence(posterior, model.prior(posterior.batch_shape))
 
@@ -121,21 +139,54 @@ def _stratified(
     xs: Sequence[Tensor],
     mask: Tensor | None,
     *,
-    all_components: bool = False,
+    estimator: str = "split",
 ) -> tuple[Tensor, Tensor]:
+    _check_estimator(estimator)
     components = posterior.component_distribution
     weights = posterior.mixture_distribution.probs  # (B, S)
     kl = kl_divergence(components, model.prior(components.batch_shape))  # (B, S)
-    z = bc.stratified_rsample(posterior, 1)[0]  # (B, S, d): one draw per component
-    if all_components:
-        reconstruction = (weights.unsqueeze(-1) * reconstruction_log_probs(model, z, xs, mask)).sum(
-            -2
-        )
-    else:
-        chosen = posterior.mixture_distribution.sample()  # (B,)
-        z = z[torch.arange(len(chosen), device=z.device), chosen]
+    if estimator == "split":
+        z, _ = split_draws(posterior)  # (B, d)
         reconstruction = reconstruction_log_probs(model, z, xs, mask)
+    else:
+        z = bc.stratified_rsample(posterior, 1)[0]  # (B, S, d): one draw per component
+        if estimator == "all":
+            log_probs = reconstruction_log_probs(model, z, xs, mask)  # (B, S, M)
+            reconstruction = (weights.unsqueeze(-1) * log_probs).sum(-2)
+        else:
+            chosen = posterior.mixture_distribution.sample()  # (B,)
+            z = z[torch.arange(len(chosen), device=z.device), chosen]
+            reconstruction = reconstruction_log_probs(model, z, xs, mask)
     return reconstruction, (weights * kl).sum(-1)
+
+
+@singledispatch
+def split_draws(posterior: MixtureSameFamily) -> tuple[Tensor, Tensor]:
+    """MoPoE's draws of the ``"split"`` estimator: :func:`barycentric.split_rsample`.
+
+    Row ``i`` of the batch of ``B`` draws from the component whose interval of the
+    cumulative mixing weights holds ``(i + 1/2) / B``. Dispatches on the type of the
+    posterior, so that :mod:`distributed` can split the global batch of which a process
+    holds some rows.
+
+    Parameters
+    ----------
+    posterior : MixtureSameFamily
+        Batch ``(B,)``, ``S`` Gaussian components.
+
+    Returns
+    -------
+    z : Tensor
+        ``(B, d)``: one reparameterised draw per row.
+    component : Tensor
+        ``(B,)`` int64: the component each row drew from.
+    """
+    return bc.split_rsample(posterior)
+
+
+def _check_estimator(estimator: str) -> None:
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"estimator must be one of {', '.join(ESTIMATORS)}; got {estimator!r}")
 
 
 def elbo_loss(
@@ -144,7 +195,7 @@ def elbo_loss(
     mask: Tensor | None = None,
     beta: float = 1.0,
     *,
-    all_components: bool = False,
+    estimator: str = "split",
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Negative ELBO per data point, averaged over the batch.
 
@@ -160,9 +211,8 @@ def elbo_loss(
         ``(B, M)`` bool, ``False`` where a modality is missing; ``None``: all observed.
     beta : float
         Weight of the KL term (β-VAE).
-    all_components : bool
-        Mixtures: reconstruct from every component, not one drawn per point; see
-        :func:`elbo_terms`.
+    estimator : {"split", "sample", "all"}
+        Mixtures: the reconstruction term's estimator; see :func:`elbo_terms`.
 
     Returns
     -------
@@ -172,7 +222,7 @@ def elbo_loss(
         Detached scalars: ``loss``, ``kl`` and ``rec_<modality>`` (expected log-likelihood).
     """
     posterior = model.encode(xs, mask)
-    reconstruction, kl = elbo_terms(posterior, model, xs, mask, all_components=all_components)
+    reconstruction, kl = elbo_terms(posterior, model, xs, mask, estimator=estimator)
     weights = reconstruction.new_tensor([spec.weight for spec in model.specs])
     loss = -((reconstruction * weights).sum(-1) - beta * kl).mean()
     terms = {"loss": loss.detach(), "kl": kl.mean().detach()}

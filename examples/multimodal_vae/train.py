@@ -47,7 +47,7 @@ from evaluate import (
     use_threads,
 )
 from model import AGGREGATIONS, MultimodalVAE
-from objectives import elbo_loss
+from objectives import ESTIMATORS, elbo_loss
 from tensorboard_log import TensorBoardLog
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 from tqdm import tqdm
@@ -67,7 +67,7 @@ DEFAULTS: dict[str, Any] = {
     "beta": 1.0,
     "likelihoods": {},
     "likelihood_weights": {},
-    "reconstruct_all_components": False,
+    "mixture_estimator": ESTIMATORS[0],
     "num_workers": 0,
     "seed": 0,
     "max_steps": None,
@@ -230,7 +230,33 @@ def _read_json(path: Path, what: str) -> dict[str, Any]:
     return content
 
 
+def _renamed(config: dict[str, Any], source: str) -> dict[str, Any]:
+    """``config`` with ``reconstruct_all_components``, the key that run folders and config
+    files written before ``mixture_estimator`` hold, replaced by it.
+
+    The old key chose between the estimators now named ``"all"`` (true) and ``"sample"``
+    (false, its default), so it maps to those, not to the new default ``"split"``: an old
+    run folder resumes with the estimator it was trained with.
+    """
+    if "reconstruct_all_components" not in config:
+        return config
+    config = dict(config)
+    value = config.pop("reconstruct_all_components")
+    if "mixture_estimator" in config:
+        raise ValueError(
+            f"{source}: reconstruct_all_components is the old name of mixture_estimator; "
+            "give mixture_estimator alone"
+        )
+    if not isinstance(value, bool):
+        raise ValueError(
+            f"{source}: reconstruct_all_components must be true or false, got {value!r}"
+        )
+    config["mixture_estimator"] = "all" if value else "sample"
+    return config
+
+
 def _merge(config: dict[str, Any], update: dict[str, Any], source: str) -> dict[str, Any]:
+    update = _renamed(update, source)
     unknown = sorted(set(update) - set(DEFAULTS))
     if unknown:
         raise ValueError(f"{source}: unknown keys {unknown}; known keys: {sorted(DEFAULTS)}")
@@ -338,6 +364,11 @@ def _validate(config: dict[str, Any], *, need_aggregation: bool, registered: boo
     for key in ("keep_best", "quick"):
         if not isinstance(config[key], bool):
             raise ValueError(f"{key} must be true or false, got {config[key]!r}")
+    if config["mixture_estimator"] not in ESTIMATORS:
+        raise ValueError(
+            f"mixture_estimator must be one of {', '.join(ESTIMATORS)}; "
+            f"got {config['mixture_estimator']!r}"
+        )
     if not isinstance(config["dataset_options"], dict):
         raise ValueError(f"dataset_options must be an object, got {config['dataset_options']!r}")
     if config["device"] not in ("cpu", "cuda") or (
@@ -448,7 +479,7 @@ def load_checkpoint(
     except Exception as error:  # torch raises many types for a damaged file
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ValueError(f"cannot read checkpoint {path}: {reason}") from error
-    saved = checkpoint["config"]
+    saved = _renamed(checkpoint["config"], f"checkpoint {path}")
     differing = sorted(
         key
         for key in DEFAULTS
@@ -529,7 +560,7 @@ def test_loss(model: MultimodalVAE, dataset: MultimodalDataset, config: dict[str
                 model,
                 [x.to(device) for x in xs],
                 beta=config["beta"],
-                all_components=config["reconstruct_all_components"],
+                estimator=config["mixture_estimator"],
             )
             total += loss.item() * len(xs[0])
     return total / len(subset)
@@ -553,7 +584,7 @@ class Trainer:
             self.model,
             self.noise,
             beta=self.config["beta"],
-            all_components=self.config["reconstruct_all_components"],
+            estimator=self.config["mixture_estimator"],
         )
         if not self.processes.distributed:
             return objective

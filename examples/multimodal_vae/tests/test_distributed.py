@@ -13,6 +13,8 @@ import train
 from distributed import GlobalBatchNoise, Processes, TrainingObjective
 from model import MultimodalVAE
 
+import barycentric as bc
+
 BATCH = 16
 EXAMPLE = Path(__file__).resolve().parents[1]
 
@@ -33,10 +35,19 @@ def test_the_processes_share_out_every_global_batch(dataset):
 
 
 @pytest.mark.parametrize(
-    ("aggregation", "all_components"),
-    [("poe", False), ("wb", False), ("mwb", True), ("mopoe", True), ("moe", True)],
+    ("aggregation", "estimator"),
+    [
+        ("poe", "split"),
+        ("wb", "split"),
+        ("mwb", "all"),
+        ("mopoe", "all"),
+        ("moe", "all"),
+        ("mwb", "split"),
+        ("mopoe", "split"),
+        ("moe", "split"),
+    ],
 )
-def test_two_shares_give_the_one_process_gradient(dataset, xs, aggregation, all_components):
+def test_two_shares_give_the_one_process_gradient(dataset, xs, aggregation, estimator):
     """Float64, so that only the order of the sums differs: agreement to 1e-12."""
     torch.manual_seed(0)
     model = MultimodalVAE(dataset.specs, 3, aggregation).double()
@@ -48,7 +59,7 @@ def test_two_shares_give_the_one_process_gradient(dataset, xs, aggregation, all_
         return torch.cat([p.grad.flatten() for p in model.parameters()])
 
     def objective(noise):
-        return TrainingObjective(model, noise, beta=1.0, all_components=all_components)
+        return TrainingObjective(model, noise, beta=1.0, estimator=estimator)
 
     state = torch.get_rng_state()
     one_loss, _ = objective(GlobalBatchNoise())(batch)
@@ -66,6 +77,29 @@ def test_two_shares_give_the_one_process_gradient(dataset, xs, aggregation, all_
     torch.set_rng_state(state)
     own, _ = objective(GlobalBatchNoise())([x[1::2] for x in batch])
     assert (gradient(own) - shares[1]).abs().max() > 1e-3 * one.abs().max()
+
+
+def test_two_shares_split_the_global_batch(dataset, xs):
+    """MoPoE's split under two processes: each row takes the component and the noise it
+    takes in the one process's batch, with missing modalities too; a process that split
+    its own rows anew would give other rows other components."""
+    torch.manual_seed(0)
+    model = MultimodalVAE(dataset.specs, 3, "mopoe").double()
+    batch = [x.double() for x in xs]
+    mask = torch.ones(BATCH, 3, dtype=torch.bool)
+    mask[:3, 0] = mask[3:5, 1:] = False
+    state = torch.get_rng_state()
+    with torch.no_grad():
+        one_z, one_component = GlobalBatchNoise().split_rsample(model.encode(batch, mask))
+        for rank in range(2):
+            generator = torch.Generator()
+            generator.set_state(state)
+            share = model.encode([x[rank::2] for x in batch], mask[rank::2])
+            z, component = GlobalBatchNoise(rank, 2, generator).split_rsample(share)
+            assert component.tolist() == one_component[rank::2].tolist()
+            torch.testing.assert_close(z, one_z[rank::2], rtol=1e-12, atol=1e-12)
+            anew = bc.split_rsample(share)[1]
+            assert (anew != component).any()
 
 
 TINY = {

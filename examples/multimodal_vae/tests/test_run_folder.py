@@ -215,6 +215,29 @@ def test_resume_never_rewrites_the_budget_silently(config, tmp_path, capsys):
     assert len(results(run_dir)["step_losses"]) == 8
 
 
+def test_an_old_run_folder_evaluates_and_resumes_with_the_estimator_it_trained_with(tmp_path):
+    """A run folder written before ``mixture_estimator`` holds ``reconstruct_all_components``
+    (false: one component per point drawn from π, now ``"sample"``): it evaluates, reloads
+    and resumes as it was trained, its losses those of a straight ``"sample"`` run."""
+    config = tmp_path / "sample.json"
+    config.write_text(json.dumps({**TINY, "mixture_estimator": "sample"}))
+    straight, old = tmp_path / "straight", tmp_path / "old"
+    assert run(config, straight, "--aggregation", "mopoe", "--max-steps", "2") == 0
+    assert run(config, old, "--aggregation", "mopoe", "--max-steps", "1") == 0
+    saved = json.loads((old / "config.json").read_text())
+    del saved["mixture_estimator"]
+    saved["reconstruct_all_components"] = False  # as the old train.py wrote it
+    (old / "config.json").write_text(json.dumps(saved))
+    checkpoint = torch.load(old / "checkpoint.pt", weights_only=True)
+    torch.save({**checkpoint, "config": saved}, old / "checkpoint.pt")
+    assert evaluate.main([str(old)]) == 0
+    assert MultimodalVAE.from_run(old).aggregation == "mopoe"
+    assert train.main(["--run-dir", str(old), "--max-steps", "2", "--resume"]) == 0
+    assert results(old)["step_losses"] == results(straight)["step_losses"]
+    resumed = json.loads((old / "config.json").read_text())
+    assert resumed["mixture_estimator"] == "sample" and "reconstruct_all_components" not in resumed
+
+
 # --- --help and --quick ---------------------------------------------------------------------
 
 

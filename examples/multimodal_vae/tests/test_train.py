@@ -6,7 +6,7 @@ import pytest
 import torch
 from data import ModalitySpec
 from threadpoolctl import threadpool_info, threadpool_limits
-from train import main, weighted_specs
+from train import default_config, main, weighted_specs
 
 STEPS_PER_EPOCH = 4  # synthetic: 512 training points, batches of 128
 
@@ -178,6 +178,15 @@ def test_missing_data_directory(tmp_path, capsys):
             "eval.max_test_loss_samples must be positive",
         ),
         ('{"eval": {"k": 1}}', "unknown eval keys"),
+        (
+            '{"dataset": "synthetic", "mixture_estimator": "mean"}',
+            "mixture_estimator must be one of split, sample, all; got 'mean'",
+        ),
+        ('{"reconstruct_all_components": 1}', "reconstruct_all_components must be true or false"),
+        (
+            '{"reconstruct_all_components": true, "mixture_estimator": "all"}',
+            "give mixture_estimator alone",
+        ),
     ],
 )
 def test_bad_config_file(tmp_path, capsys, content, fragment):
@@ -185,6 +194,20 @@ def test_bad_config_file(tmp_path, capsys, content, fragment):
     path.write_text(content)
     code = main(["--config", str(path), "--aggregation", "wb", "--run-dir", str(tmp_path / "r")])
     assert_refused(capsys, code, fragment)
+
+
+@pytest.mark.parametrize(
+    ("old", "estimator"),
+    [
+        ({}, "split"),
+        ({"reconstruct_all_components": True}, "all"),
+        ({"reconstruct_all_components": False}, "sample"),
+    ],
+)
+def test_the_old_key_maps_to_the_estimator_it_chose(old, estimator):
+    config = default_config(dataset="synthetic", aggregation="mopoe", **old)
+    assert config["mixture_estimator"] == estimator
+    assert "reconstruct_all_components" not in config
 
 
 def test_train_classifiers_only(config, tmp_path, capsys):
