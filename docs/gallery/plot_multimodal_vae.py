@@ -58,8 +58,8 @@ print([spec.name for spec in train_set.specs], train_set.num_classes, len(train_
 # The aggregation is one argument of the model: ``model.encode(xs, mask)`` calls the
 # barycentric function for it on the stacked experts. ``elbo_loss`` picks the joint ELBO
 # for a Gaussian posterior (``poe``) and the stratified ELBO over the mixture components
-# for a mixture (``mwb``), sampling every component with
-# :func:`barycentric.stratified_rsample`.
+# for a mixture (``mwb``), each point decoding one component, the batch split among the
+# components as MoPoE's code does (:func:`barycentric.split_rsample`).
 
 STEPS, LATENT_DIM = 100, 8
 

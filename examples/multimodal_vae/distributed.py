@@ -186,10 +186,18 @@ class GlobalBatchNoise:
         the global batch's too. This process keeps column ``rank``, as
         :meth:`standard_normal` keeps its rows; one process keeps everything (``N = 1``).
 
+        The repeated mixing weights are rebuilt from the logits, which gives back the
+        weights of barycentric's mixtures (uniform over the subsets present in a row, 0
+        elsewhere) bitwise, so that one process splits as :func:`barycentric.split_rsample`
+        does. Rebuilt from ``probs``, they are renormalised, which moves some by an ulp:
+        enough to move a row whose midpoint is a cumulative weight in exact arithmetic to
+        another component.
+
         Parameters
         ----------
         mixture : MixtureSameFamily
-            Batch ``(B,)``: this process's rows; ``S`` diagonal Gaussian components.
+            Batch ``(B,)``: this process's rows; ``S`` diagonal Gaussian components;
+            mixing weights built from logits, ``-inf`` where a weight is 0.
 
         Returns
         -------
@@ -202,7 +210,7 @@ class GlobalBatchNoise:
         components = mixture.component_distribution.base_dist
         global_batch = MixtureSameFamily(
             Categorical(
-                probs=mixture.mixture_distribution.probs.unsqueeze(-2).expand(*rows, -1),
+                logits=mixture.mixture_distribution.logits.unsqueeze(-2).expand(*rows, -1),
                 validate_args=False,
             ),
             Independent(

@@ -502,8 +502,8 @@ def _noise(processes: Processes, device: torch.device, seed: int, step: int) -> 
     One process draws from torch's default generator. Several draw from a generator that
     starts in the default generator's state, the same on every process (seeded alike,
     or restored from one checkpoint); the default generator is then seeded apart on each
-    process, for the draws that are not the global batch's (a mixture's choice of
-    component per row).
+    process, for the draws that are not the global batch's (the ``"sample"`` estimator's
+    choice of component per row).
     """
     if not processes.distributed:
         return GlobalBatchNoise()

@@ -12,6 +12,7 @@ import torch
 import train
 from distributed import GlobalBatchNoise, Processes, TrainingObjective
 from model import MultimodalVAE
+from torch.distributions import Independent, Normal
 
 import barycentric as bc
 
@@ -100,6 +101,21 @@ def test_two_shares_split_the_global_batch(dataset, xs):
             torch.testing.assert_close(z, one_z[rank::2], rtol=1e-12, atol=1e-12)
             anew = bc.split_rsample(share)[1]
             assert (anew != component).any()
+
+
+def test_one_process_splits_as_the_library_does():
+    """Even where the midpoints are cumulative weights in exact arithmetic (3 rows, 6 of 7
+    subsets present: midpoints 1/6, 1/2, 5/6), one process's split is
+    :func:`barycentric.split_rsample`'s."""
+    torch.manual_seed(0)
+    experts = Independent(Normal(torch.randn(3, 3, 2).double(), torch.ones(3, 3, 2).double()), 1)
+    mixture = bc.mixture_of_products(experts, mask=torch.tensor([False, True, True]))
+    state = torch.get_rng_state()
+    z, component = bc.split_rsample(mixture)
+    torch.set_rng_state(state)
+    one_z, one_component = GlobalBatchNoise().split_rsample(mixture)
+    assert one_component.tolist() == component.tolist()
+    torch.testing.assert_close(one_z, z)
 
 
 TINY = {
