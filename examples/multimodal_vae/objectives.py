@@ -16,12 +16,13 @@ components, by one of three estimators (``estimator``; PolyMNIST has ``S = 31`` 
   decodes one draw of one component, the rows of the batch split among the components in
   proportion to ``π`` (``|n_s − B π_s| < 1`` rows for component ``s`` of a batch of ``B``
   points that share their weights). Unbiased, up to the rounding of the shares, over the
-  shuffled order of the rows; ``S`` times cheaper than ``"all"``.
+  shuffled order of the rows; ``S`` times fewer decodings than ``"all"``.
 - ``"sample"``: each data point decodes one component drawn at random from ``π``; unbiased,
-  as ``π`` does not depend on the parameters, and ``S`` times cheaper than ``"all"``, but
-  the number of rows per component varies from batch to batch.
+  as ``π`` does not depend on the parameters, and as cheap as ``"split"``, but the number
+  of rows per component varies from batch to batch.
 - ``"all"``: every component of every point (:func:`barycentric.stratified_rsample`), the
-  exact stratified estimator, ``S`` decodings per point.
+  exact stratified estimator, ``S`` decodings per point (on polymnist-mini a training
+  step of ``mopoe`` costs 3.0 CPU-seconds, against 0.17 with ``"split"`` or ``"sample"``).
 
 Only observed modalities (``mask`` true) enter the reconstruction term.
 """
