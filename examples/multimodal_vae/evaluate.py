@@ -274,6 +274,10 @@ def importance_log_likelihood(
     return torch.logsumexp(log_weights, 0) - math.log(k)
 
 
+#: Batch of the coherence classifiers' Adam steps unless ``eval.classifier_batch_size`` says.
+CLASSIFIER_BATCH_SIZE = 128
+
+
 class ModalityClassifier(nn.Module):
     """Predicts the label from one modality: that modality's encoder with a linear head.
 
@@ -300,7 +304,7 @@ def train_classifiers(
     dataset: MultimodalDataset,
     *,
     epochs: int,
-    batch_size: int = 128,
+    batch_size: int = CLASSIFIER_BATCH_SIZE,
     lr: float = 1e-3,
     seed: int = 0,
     device: str | torch.device = "cpu",
@@ -378,13 +382,16 @@ def load_or_train_classifiers(
     dataset: MultimodalDataset,
     *,
     epochs: int,
+    batch_size: int = CLASSIFIER_BATCH_SIZE,
     seed: int = 0,
     device: str | torch.device = "cpu",
 ) -> nn.ModuleList:
     """The classifiers saved at ``path``, or new ones trained on ``dataset`` and saved there."""
     if path.is_file():
         return load_classifiers(path, dataset, device)
-    classifiers = train_classifiers(dataset, epochs=epochs, seed=seed, device=device)
+    classifiers = train_classifiers(
+        dataset, epochs=epochs, batch_size=batch_size, seed=seed, device=device
+    )
     save_classifiers(classifiers, dataset, path)
     return classifiers
 
@@ -771,6 +778,8 @@ def evaluate_model(
         classifiers_path or run_dir / CLASSIFIERS_FILE,
         classifier_training_set(train_set, settings, seed),
         epochs=settings["classifier_epochs"],
+        # run folders written before the key existed trained with the default
+        batch_size=settings.get("classifier_batch_size", CLASSIFIER_BATCH_SIZE),
         seed=seed,
         device=device,
     )
@@ -917,6 +926,7 @@ _SIZE_FLAGS = (
     ("--max-eval-samples", "max_eval_samples", "points of each split for probe and coherence"),
     ("--max-log-likelihood-samples", "max_log_likelihood_samples", "test points of log p(X)"),
     ("--classifier-epochs", "classifier_epochs", "epochs of new coherence classifiers"),
+    ("--classifier-batch-size", "classifier_batch_size", "batch of new coherence classifiers"),
     ("--max-classifier-samples", "max_classifier_samples", "training points of new classifiers"),
 )
 

@@ -26,7 +26,10 @@ from pathlib import Path
 
 import torch
 from data import ModalitySpec, get_dataset
+from data.celeba_text import PAD
+from data.mnist_svhn_text import ALPHABET
 from networks import make_decoder, make_encoder
+from shifted_text import ShiftedCategorical
 from torch import Tensor, nn
 from torch.distributions import (
     Bernoulli,
@@ -56,6 +59,11 @@ def _categorical(logits: Tensor, spec: ModalitySpec) -> Distribution:
     return Independent(OneHotCategorical(logits=logits), len(spec.shape) - 1)
 
 
+def _shifted_categorical(logits: Tensor, spec: ModalitySpec) -> Distribution:
+    # The caption from any start after MoPoE's padding character.
+    return ShiftedCategorical(logits, ALPHABET.index(PAD))
+
+
 def _bernoulli(logits: Tensor, spec: ModalitySpec) -> Distribution:
     # Images in [0, 1] are scored with the Bernoulli density too, hence no support check.
     return Independent(Bernoulli(logits=logits, validate_args=False), len(spec.shape))
@@ -66,6 +74,7 @@ LIKELIHOODS: dict[str, Callable[[Tensor, ModalitySpec], Distribution]] = {
     "laplace": _laplace,
     "gaussian": _gaussian,
     "categorical": _categorical,
+    "shifted-categorical": _shifted_categorical,
     "bernoulli": _bernoulli,
 }
 

@@ -8,8 +8,11 @@ modality          network
 PolyMNIST         conv 3x28x28: 3 stride-2 3x3 convs (32, 64, 128), linear; mirrored
 MNIST             MLP 784-400 (MoPoE's ``num_hidden_layers=1``)
 SVHN              conv 3x32x32: 4 stride-2 4x4 convs (32, 64, 64, 128); mirrored
-text              conv1d over one-hot characters: 1x1 conv to 128 channels, stride-2 4-wide
+text (length 8)   conv1d over one-hot characters: 1x1 conv to 128 channels, stride-2 4-wide
                   convs down to length 1 (exactly MoPoE's for length 8); mirrored
+caption (> 8)     conv1d: three 5-wide convs to 128 channels (the last two stride 2), the
+                  maximum over positions; decoder as for text (MoPoE: residual conv1d
+                  down to length 1, which must learn every start of the caption apart)
 CelebA image      DCGAN 3x64x64: 4 stride-2 4x4 convs (64..512), a 4x4 conv to 1x1; mirrored
 (MoPoE uses a residual variant of this)
 anything else     MLP with two hidden layers of 256 (attributes, the synthetic images)
@@ -41,6 +44,8 @@ MIN_SCALE = 1e-3
 MIN_HIDDEN = 256
 MLP_HIDDEN = 256
 TEXT_CHANNELS = 128  # MoPoE: 2 * dim, dim = 64
+#: Texts longer than this (CelebA's captions) are read by :func:`_caption_trunk`.
+CAPTION_LENGTH = 8
 
 #: Output layer per likelihood: means in [0, 1] or raw logits.
 _OUTPUT_LAYERS: dict[str, Callable[[], nn.Module]] = {
@@ -48,6 +53,7 @@ _OUTPUT_LAYERS: dict[str, Callable[[], nn.Module]] = {
     "gaussian": nn.Sigmoid,
     "bernoulli": nn.Identity,
     "categorical": nn.Identity,
+    "shifted-categorical": nn.Identity,
 }
 
 
@@ -187,6 +193,22 @@ def _text_trunk(spec: ModalitySpec, latent_dim: int) -> tuple[nn.Module, int]:
     return nn.Sequential(*layers), TEXT_CHANNELS
 
 
+def _caption_trunk(spec: ModalitySpec, latent_dim: int) -> tuple[nn.Module, int]:
+    vocab = spec.shape[1]
+    trunk = nn.Sequential(
+        Transpose(),
+        nn.Conv1d(vocab, TEXT_CHANNELS, 5, padding=2),  # L
+        nn.ReLU(),
+        nn.Conv1d(TEXT_CHANNELS, TEXT_CHANNELS, 5, stride=2, padding=2),  # ceil(L / 2)
+        nn.ReLU(),
+        nn.Conv1d(TEXT_CHANNELS, TEXT_CHANNELS, 5, stride=2, padding=2),  # ceil(L / 4)
+        nn.ReLU(),
+        nn.AdaptiveMaxPool1d(1),
+        nn.Flatten(),
+    )
+    return trunk, TEXT_CHANNELS
+
+
 def _text_body(spec: ModalitySpec, latent_dim: int) -> nn.Module:
     length, vocab = spec.shape
     layers: list[nn.Module] = [
@@ -250,12 +272,17 @@ def _image(shape: tuple[int, ...]) -> Callable[[ModalitySpec], bool]:
     return lambda spec: spec.kind == "image" and spec.shape == shape
 
 
+def _caption(spec: ModalitySpec) -> bool:
+    return spec.kind == "text" and spec.shape[0] > CAPTION_LENGTH
+
+
 #: Checked in order; the first match builds the networks. The MLP matches everything.
 ARCHITECTURES: tuple[Architecture, ...] = (
     Architecture("polymnist-conv", _image((3, 28, 28)), _polymnist_trunk, _polymnist_body),
     Architecture("mnist-mlp", _image((1, 28, 28)), _mnist_trunk, _mnist_body),
     Architecture("svhn-conv", _image((3, 32, 32)), _svhn_trunk, _svhn_body),
     Architecture("dcgan-64", _image((3, 64, 64)), _dcgan_trunk, _dcgan_body),
+    Architecture("caption-conv1d", _caption, _caption_trunk, _text_body),
     Architecture("text-conv1d", lambda spec: spec.kind == "text", _text_trunk, _text_body),
     Architecture("mlp", lambda spec: True, _mlp_trunk, _mlp_body),
 )

@@ -33,6 +33,7 @@ from data import DATASETS, ModalitySpec, MultimodalDataset
 from distributed import GlobalBatchNoise, Processes, TrainingObjective
 from evaluate import (
     CHECKPOINT_FILE,
+    CLASSIFIER_BATCH_SIZE,
     CLASSIFIERS_FILE,
     CONFIG_FILE,
     QUICK_EVAL,
@@ -82,6 +83,7 @@ DEFAULTS: dict[str, Any] = {
         "max_log_likelihood_samples": 100,
         "max_test_loss_samples": 1000,
         "classifier_epochs": 5,
+        "classifier_batch_size": CLASSIFIER_BATCH_SIZE,
         "max_classifier_samples": None,
     },
     "notes": "",
@@ -328,6 +330,7 @@ _EVAL_NUMBERS: tuple[_NumberCheck, ...] = (
     ("max_log_likelihood_samples", True, 0, True),
     ("max_test_loss_samples", True, 0, True),
     ("classifier_epochs", True, 0, False),
+    ("classifier_batch_size", True, 0, True),
 )
 
 
@@ -739,6 +742,7 @@ def _run_classifiers_only(config: dict[str, Any], path: Path, overwrite: bool) -
     classifiers = train_classifiers(
         classifier_training_set(train_set, config["eval"], config["seed"]),
         epochs=config["eval"]["classifier_epochs"],
+        batch_size=config["eval"]["classifier_batch_size"],
         seed=config["seed"],
         device=config["device"],
     )

@@ -13,7 +13,7 @@ from torch.utils.data import Dataset
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[3] / ".data"
 
 KINDS = ("image", "text", "attributes")
-LIKELIHOODS = ("laplace", "gaussian", "categorical", "bernoulli")
+LIKELIHOODS = ("laplace", "gaussian", "categorical", "shifted-categorical", "bernoulli")
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ SPECS = {
     "svhn-conv": ModalitySpec("svhn", "image", (3, 32, 32), "gaussian"),
     "dcgan-64": ModalitySpec("image", "image", (3, 64, 64), "laplace"),
     "text-conv1d": ModalitySpec("text", "text", (8, 71), "categorical"),
+    "caption-conv1d": ModalitySpec("text", "text", (128, 71), "shifted-categorical"),
     "mlp": ModalitySpec("attributes", "attributes", (18,), "bernoulli"),
 }
 MORE_SPECS = [
@@ -103,3 +104,19 @@ def test_synthetic_is_learnable_in_a_few_steps():
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
+
+
+def test_the_caption_encoder_ignores_where_the_caption_starts():
+    """Convs of stride 2 twice and a maximum over positions: a shift by 4 changes nothing."""
+    spec = SPECS["caption-conv1d"]
+    torch.manual_seed(0)
+    encoder = networks.make_encoder(spec, LATENT)
+    caption = torch.randint(0, 70, (2, 30))
+    text = torch.full((2, 4, 128), 70)  # starts 16, 20, 24, 60: 12 from either end
+    for row, start in enumerate((16, 20, 24, 60)):
+        text[:, row, start : start + 30] = caption
+    loc, scale = encoder(torch.nn.functional.one_hot(text.flatten(0, 1), 71).float())
+    loc, scale = loc.unflatten(0, (2, 4)), scale.unflatten(0, (2, 4))
+    torch.testing.assert_close(loc, loc[:, :1].expand_as(loc), rtol=0, atol=1e-6)
+    torch.testing.assert_close(scale, scale[:, :1].expand_as(scale), rtol=0, atol=1e-6)
+    assert not torch.allclose(loc[0], loc[1])
