@@ -6,6 +6,7 @@ one-hot/probability matrix, attributes ``(A,)`` as a one-pixel-high strip.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -76,16 +77,16 @@ def save_reconstructions(model: MultimodalVAE, xs: Sequence[Tensor], path: Path)
 
 @torch.no_grad()
 def save_conditional_generations(model: MultimodalVAE, xs: Sequence[Tensor], path: Path) -> None:
-    """Every modality generated from every subset: a row per subset, modalities side by side.
+    """Every modality but text generated from every subset: a row per subset, modalities
+    side by side (text is printed by :func:`save_text_generations`).
 
     The first row shows the inputs.
     """
     n = len(xs[0])
+    pictured = [m for m, spec in enumerate(model.specs) if spec.kind != "text"]
 
     def strip(batch: Sequence[Tensor]) -> np.ndarray:
-        return _hstack(
-            [_samples(x, spec) for spec, x in zip(model.specs, batch, strict=True)], gap=4 * _GAP
-        )
+        return _hstack([_samples(batch[m], model.specs[m]) for m in pictured], gap=4 * _GAP)
 
     rows = [("inputs", strip(xs))]
     for subsets in subsets_by_size(model.num_modalities).values():
@@ -94,7 +95,7 @@ def save_conditional_generations(model: MultimodalVAE, xs: Sequence[Tensor], pat
             mask[:, list(subset)] = True
             names = ",".join(model.specs[m].name for m in subset)
             rows.append((f"{{{names}}} →", strip(model.cond_generate(xs, mask))))
-    columns = "  |  ".join(spec.name for spec in model.specs)
+    columns = "  |  ".join(model.specs[m].name for m in pictured)
     _save_rows(rows, path, f"{model.aggregation}: conditional generation ({columns})")
 
 
@@ -126,10 +127,10 @@ def decode_text(x: Tensor, alphabet: str) -> list[str]:
     return ["".join(alphabet[i] for i in row) for row in x.argmax(-1).tolist()]
 
 
-def _shown(text: str, width: int = 48) -> str:
-    """A caption as shown: without MoPoE's ``*`` padding, wrapped at ``width`` characters."""
-    body = text.strip("*").strip() or "(empty)"
-    return "\n".join(body[i : i + width] for i in range(0, len(body), width))
+def _shown(text: str, width: int = 30) -> str:
+    """A caption as shown: without MoPoE's ``*`` padding, wrapped at ``width`` characters
+    (what a column of the figure holds)."""
+    return textwrap.fill(text.strip("*").strip(), width) or "(empty)"
 
 
 @torch.no_grad()
