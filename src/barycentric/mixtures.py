@@ -123,14 +123,8 @@ def mixture_of_barycenters(
         gathered.loc, gathered.spread, raw, full=family.full, normalise=False
     )
     subset_weights, present = _subset_weights(raw, members, "`mask`/`weights`")
-    # a subset without a present expert is solved over all the row's present experts (finite
-    # and never reading an absent one), then replaced by the standard normal
     complete = bool(present.all())
-    safe_weights = (
-        subset_weights
-        if complete
-        else torch.where(present.unsqueeze(-1), subset_weights, raw.unsqueeze(-2))
-    )
+    safe_weights = subset_weights if complete else _over_present(subset_weights, present, raw)
     tail = family.spread_dims + 1
     loc_b, spread_b = loc.unsqueeze(-3), spread.unsqueeze(-1 - tail)
     if divergence in family.subset_kernels:
@@ -143,12 +137,7 @@ def mixture_of_barycenters(
             spread_b.expand(*shape, *spread.shape[-family.spread_dims :]),
             safe_weights,
         )
-    if not complete:
-        bary_loc, bary_spread = standard_where_absent(
-            present, bary_loc, bary_spread, full=family.full
-        )
-    mixing = categorical(present.to(raw.dtype))
-    return MixtureSameFamily(mixing, family.pack(bary_loc, bary_spread))
+    return _subset_mixture(family, present, bary_loc, bary_spread, complete=complete)
 
 
 @entry_point
@@ -265,24 +254,17 @@ def mixture_of_products(
         normalise=False,
     )
     subset_weights, present = _subset_weights(raw, members, "`mask`")
-    # without a prior, a subset without a present expert is pooled over all the row's
-    # present experts (finite, never reading an absent one), then replaced by the standard
-    # normal; with one, it is the prior alone
+    # with a prior, a subset without a present expert is the prior alone
     complete = prior is not None or bool(present.all())
     if not complete:
-        subset_weights = torch.where(present.unsqueeze(-1), subset_weights, raw.unsqueeze(-2))
+        subset_weights = _over_present(subset_weights, present, raw)
     if prior is not None:
         loc, spread, subset_weights = family.with_prior(prior, loc, spread, subset_weights)
     tail = family.spread_dims + 1
     product_loc, product_spread = family.subset_kernels["reverse_kl"](
         loc.unsqueeze(-3), spread.unsqueeze(-1 - tail), subset_weights
     )
-    if not complete:
-        product_loc, product_spread = standard_where_absent(
-            present, product_loc, product_spread, full=family.full
-        )
-    mixing = categorical(present.to(product_loc.dtype))
-    return MixtureSameFamily(mixing, family.pack(product_loc, product_spread))
+    return _subset_mixture(family, present, product_loc, product_spread, complete=complete)
 
 
 @entry_point
@@ -438,6 +420,31 @@ def _split(probs: torch.Tensor) -> torch.Tensor:
     # rounding can only push a midpoint past the row's last component of positive weight
     last = count - 1 - (weights > 0).flip(-1).to(torch.uint8).argmax(-1, keepdim=True)
     return torch.minimum(chosen, last).reshape(batch)
+
+
+def _over_present(
+    subset_weights: torch.Tensor, present: torch.Tensor, raw: torch.Tensor
+) -> torch.Tensor:
+    """``subset_weights (..., S, M)`` with every subset that has no present expert
+    (``present (..., S)`` false) given the row's weights ``raw (..., M)``: its pooling stays
+    finite and never reads an absent expert, and :func:`_subset_mixture` then replaces it."""
+    return torch.where(present.unsqueeze(-1), subset_weights, raw.unsqueeze(-2))
+
+
+def _subset_mixture(
+    family: Family,
+    present: torch.Tensor,
+    loc: torch.Tensor,
+    spread: torch.Tensor,
+    *,
+    complete: bool,
+) -> MixtureSameFamily:
+    """The mixture of the pooled subsets ``(loc (..., S, d), spread)``, uniform over the
+    subsets with a present expert (``present (..., S)``); unless ``complete``, a subset
+    without one is the standard normal."""
+    if not complete:
+        loc, spread = standard_where_absent(present, loc, spread, full=family.full)
+    return MixtureSameFamily(categorical(present.to(loc.dtype)), family.pack(loc, spread))
 
 
 def _subset_weights(
