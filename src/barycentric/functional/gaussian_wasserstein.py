@@ -493,9 +493,7 @@ def _recorded_vjp(
         image = _fixed_point_map(s, sqrtm_psd(c), w)
         pull = _autograd_product(image, s, tangent=False)
         adjoint = solve_adjoint(pull, grad, max_iter, tol, True)
-        inputs = [t for t, need in zip((c, w), needs, strict=True) if need]
-        grads = iter(torch.autograd.grad(image, inputs, adjoint) if inputs else ())
-        return tuple(next(grads) if need else None for need in needs)
+        return _input_products(image, (c, w), adjoint, needs, create_graph=False)
 
 
 def _autograd_product(
@@ -567,8 +565,23 @@ def _differentiable_vjp(
     adjoint = _LinearSolve.apply(solution, covs, weights, grad, max_iter, tol, False)
     c, w = covs.view_as(covs), weights.view_as(weights)
     image = _fixed_point_map(solution, sqrtm_psd(c), w)
-    inputs = [t for t, need in zip((c, w), needs, strict=True) if need]
-    grads = iter(torch.autograd.grad(image, inputs, adjoint, create_graph=True) if inputs else ())
+    return _input_products(image, (c, w), adjoint, needs, create_graph=True)
+
+
+def _input_products(
+    image: torch.Tensor,
+    inputs: tuple[torch.Tensor, torch.Tensor],
+    adjoint: torch.Tensor,
+    needs: tuple[bool, bool],
+    *,
+    create_graph: bool,
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """``(∂F/∂covs)ᵀ adjoint, (∂F/∂weights)ᵀ adjoint`` by autograd from the map's ``image``
+    of ``inputs = (covs, weights)``, each ``None`` where ``needs`` says it is not wanted."""
+    wanted = [t for t, need in zip(inputs, needs, strict=True) if need]
+    grads = iter(
+        torch.autograd.grad(image, wanted, adjoint, create_graph=create_graph) if wanted else ()
+    )
     return tuple(next(grads) if need else None for need in needs)
 
 
