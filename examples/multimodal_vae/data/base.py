@@ -86,6 +86,15 @@ class MultimodalDataset(Dataset):
         raise NotImplementedError
 
 
+def save_npz(path: Path, **arrays: np.ndarray) -> None:
+    """Write ``arrays`` to the ``.npz`` file ``path`` (its folder made if missing) through a
+    temporary file that replaces it at once: a killed run leaves no half-written cache."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".tmp.npz")
+    np.savez(partial, **arrays)
+    partial.replace(path)
+
+
 def to_float_tensor(array: np.ndarray) -> torch.Tensor:
     """Convert a sample to float32, mapping uint8 pixels ``0..255`` onto ``[0, 1]``."""
     tensor = torch.from_numpy(np.ascontiguousarray(array))

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .base import DEFAULT_DATA_DIR, ModalitySpec, MultimodalDataset
+from .base import DEFAULT_DATA_DIR, ModalitySpec, MultimodalDataset, save_npz
 from .celeba_text import attributes_to_text
 from .mnist_svhn_text import ALPHABET, encode_text
 
@@ -231,10 +231,6 @@ def get_celeba_mini(
     root = Path(root) if root is not None else DEFAULT_DATA_DIR / "celeba-mini"
     cache = root / f"{split}-n{n}-seed{seed}-L{TEXT_LENGTH}-v{_VERSION}.npz"
     if not cache.is_file():
-        arrays = generate_celeba_mini(n, (seed, _SPLITS.index(split)))
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        partial = cache.with_suffix(".tmp.npz")
-        np.savez(partial, **arrays)
-        partial.replace(cache)
+        save_npz(cache, **generate_celeba_mini(n, (seed, _SPLITS.index(split))))
     with np.load(cache) as npz:
         return CelebAMini(npz["images"], npz["attributes"], npz["texts"], image_likelihood)

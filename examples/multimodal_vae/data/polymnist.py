@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import DEFAULT_DATA_DIR, ArrayDataset, ModalitySpec
+from .base import DEFAULT_DATA_DIR, ArrayDataset, ModalitySpec, save_npz
 from .mnist_idx import MNIST_SOURCE, load_mnist, missing_mnist_files
 
 NUM_MODALITIES = 5
@@ -157,10 +157,7 @@ def generate_polymnist(
         mnist_images, mnist_labels, backgrounds, np.random.default_rng(seed)
     )
     out_file = Path(out_file)
-    out_file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_file.with_suffix(".tmp.npz")
-    np.savez(tmp, images=images, labels=labels)
-    tmp.replace(out_file)  # atomic: a killed run leaves no half-written cache
+    save_npz(out_file, images=images, labels=labels)
     return out_file
 
 
@@ -291,8 +288,7 @@ def get_polymnist(
     if not cache.is_file():
         if all((root / split / f"m{m}").is_dir() for m in range(NUM_MODALITIES)):
             images, labels = _read_png_layout(root / split)
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            np.savez(cache, images=images, labels=labels)
+            save_npz(cache, images=images, labels=labels)
         else:
             problem = _missing_polymnist(root, generate, mnist_dir, background_dir)
             if problem is not None:
