@@ -51,6 +51,20 @@ def test_product_of_experts_includes_the_prior(dataset, xs):
     torch.testing.assert_close(model.encode(xs).variance, precision.reciprocal())
 
 
+def _assert_subset_mixture(posterior, mean, variance, present):
+    """``posterior`` has the components ``(mean, variance)`` ``(B, S, d)`` where ``present
+    (B, S)``, N(0, I) elsewhere, and mixes the present ones uniformly."""
+    components = posterior.component_distribution
+    torch.testing.assert_close(components.mean[present], mean[present])
+    torch.testing.assert_close(components.variance[present], variance[present])
+    torch.testing.assert_close(
+        posterior.mixture_distribution.probs, present / present.sum(-1, True)
+    )
+    absent = int((~present).sum())
+    torch.testing.assert_close(components.mean[~present], torch.zeros(absent, LATENT))
+    torch.testing.assert_close(components.variance[~present], torch.ones(absent, LATENT))
+
+
 def _products(experts, observed, prior):
     """Precision-weighted products of the experts in each row of ``observed (B, S, M)``,
     times N(0, I) where ``prior (B, S)``: their means and variances, ``(B, S, d)``."""
@@ -81,16 +95,8 @@ def test_mopoe_with_a_missing_modality_multiplies_the_observed_experts_without_t
     observed = subset_masks("all", 3) & mask.unsqueeze(-2)
     present = observed.any(-1)  # all but the singleton {1}
     mean, variance = _products(experts, observed, torch.zeros(BATCH, 7))
-    posterior = model.encode(xs, mask)
-    components = posterior.component_distribution
-    torch.testing.assert_close(components.mean[present], mean[present])
-    torch.testing.assert_close(components.variance[present], variance[present])
-    torch.testing.assert_close(
-        posterior.mixture_distribution.probs, present / present.sum(-1, True)
-    )
     # {1} keeps the prior alone as its placeholder, with weight 0
-    torch.testing.assert_close(components.mean[~present], torch.zeros(BATCH, LATENT))
-    torch.testing.assert_close(components.variance[~present], torch.ones(BATCH, LATENT))
+    _assert_subset_mixture(model.encode(xs, mask), mean, variance, present)
 
 
 def test_mopoe_is_sutter_et_al_s_closed_form_row_by_row(dataset, xs):
@@ -104,16 +110,7 @@ def test_mopoe_is_sutter_et_al_s_closed_form_row_by_row(dataset, xs):
     observed = members & mask.unsqueeze(-2)
     present = observed.any(-1)
     mean, variance = _products(experts, observed, (members.all(-1) & observed.all(-1)).float())
-    posterior = model.encode(xs, mask)
-    components = posterior.component_distribution
-    torch.testing.assert_close(components.mean[present], mean[present])
-    torch.testing.assert_close(components.variance[present], variance[present])
-    torch.testing.assert_close(
-        posterior.mixture_distribution.probs, present / present.sum(-1, True)
-    )
-    absent = (~present).sum()
-    torch.testing.assert_close(components.mean[~present], torch.zeros(absent, LATENT))
-    torch.testing.assert_close(components.variance[~present], torch.ones(absent, LATENT))
+    _assert_subset_mixture(model.encode(xs, mask), mean, variance, present)
 
 
 def test_wasserstein_barycenter_of_diagonal_experts_averages_loc_and_scale(dataset, xs):
