@@ -66,7 +66,7 @@ IMAGE_SIZE = 32
 TEXT_LENGTH = 128
 _SPLITS = ("train", "test")
 CANVAS = 52  # drawn on this square, then downsampled to IMAGE_SIZE
-_VERSION = 3  # of the drawing, in the cache's name: a new drawing never reads an old cache
+_VERSION = 4  # of the drawing, in the cache's name: a new drawing never reads an old cache
 
 
 def sample_attributes(n: int, rng: np.random.Generator) -> np.ndarray:
@@ -145,10 +145,16 @@ def draw_face(attributes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
             outline=lips,
             width=2,
         )
-    if on["Smiling"]:
-        draw.arc(
-            (cx - half_width, mouth_y - 8, cx + half_width, mouth_y + 4), 15, 165, lips, width=4
-        )
+    if on["Smiling"]:  # teeth: over the open mouth's upper half, or a grin's crescent
+        teeth = (245, 245, 238)
+        if on["Mouth_Slightly_Open"]:
+            box = (cx - half_width * 0.8, mouth_y - 3.5, cx + half_width * 0.8, mouth_y + 4.5)
+            draw.chord(box, 180, 360, fill=teeth)
+        else:
+            box = (cx - half_width, mouth_y - 6, cx + half_width, mouth_y + 5)
+            draw.chord(box, 0, 180, fill=teeth, outline=lips, width=2)
+        box = (cx - half_width * 1.1, mouth_y - 8, cx + half_width * 1.1, mouth_y + 6)
+        draw.arc(box, 15, 165, lips, width=3)
     elif not on["Mouth_Slightly_Open"]:
         draw.line((cx - half_width, mouth_y, cx + half_width, mouth_y), fill=lips, width=3)
     if on["Wearing_Hat"]:

@@ -7,6 +7,8 @@ each built-in set.
 
 from __future__ import annotations
 
+from itertools import chain, islice, repeat
+
 import numpy as np
 import pytest
 import torch
@@ -233,6 +235,20 @@ def test_celeba_mini_drawings_show_their_attributes():
     assert draw_face(base, rng).shape == (3, 32, 32)
 
 
+@pytest.mark.parametrize(("mouth", "more_white"), [((), 1.5), (("Mouth_Slightly_Open",), 10)])
+def test_celeba_mini_smiles_show_teeth(mouth, more_white):
+    """The same 40 faces with and without a smile: the smile adds near-white pixels."""
+    index = {a: i for i, a in enumerate(MINI_ATTRIBUTES)}
+
+    def white_pixels(*names: str) -> np.ndarray:
+        attributes = np.zeros(len(MINI_ATTRIBUTES), np.float32)
+        attributes[[index[name] for name in names]] = 1
+        faces = np.stack([draw_face(attributes, np.random.default_rng(s)) for s in range(40)])
+        return (faces.min(axis=1) >= 200).sum(axis=(1, 2))
+
+    assert (white_pixels("Smiling", *mouth) - white_pixels(*mouth)).mean() > more_white
+
+
 def test_celeba_mini_captions_decode_to_the_labels(tmp_path):
     ds = get_dataset("celeba-mini", "train", tmp_path, n_train=50)
     assert len(ds) == 50 and ds.num_classes == len(MINI_ATTRIBUTES)
@@ -278,17 +294,17 @@ def test_coherence_by_direction_averages_to_the_coherence_row():
 def test_a_few_steps_lower_the_loss_on_each_built_in_set(tmp_path, name, kwargs):
     ds = get_dataset(name, "train", tmp_path, **kwargs)
     torch.manual_seed(0)
-    model = MultimodalVAE(ds.specs, 8, "mwb")
-    optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model = MultimodalVAE(ds.specs, 32, "mwb")  # celeba-mini's latent and lr
+    optimiser = torch.optim.Adam(model.parameters(), lr=2e-3)
     batch, _ = default_collate([ds[i] for i in range(32)])
     loader = DataLoader(ds, batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         before = np.mean([elbo_loss(model, batch)[0].item() for _ in range(5)])
-    for _, (xs, _) in zip(range(30), loader, strict=False):
+    for xs, _ in islice(chain.from_iterable(repeat(loader)), 30):  # epochs of a small set
         loss, _ = elbo_loss(model, xs)
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
     with torch.no_grad():
         after = np.mean([elbo_loss(model, batch)[0].item() for _ in range(5)])
-    assert after < 0.95 * before
+    assert after < 0.8 * before

@@ -7,6 +7,7 @@ import networks
 import pytest
 import torch
 from data import ModalitySpec
+from torch import nn
 
 LATENT = 6
 SPECS = {
@@ -120,3 +121,14 @@ def test_the_caption_encoder_ignores_where_the_caption_starts():
     torch.testing.assert_close(loc, loc[:, :1].expand_as(loc), rtol=0, atol=1e-6)
     torch.testing.assert_close(scale, scale[:, :1].expand_as(scale), rtol=0, atol=1e-6)
     assert not torch.allclose(loc[0], loc[1])
+
+
+@pytest.mark.parametrize("latent_dim", [32, 64])
+def test_the_caption_networks_are_twice_the_latent_wide(latent_dim):
+    """64 channels for celeba-mini's latent of 32, 128 for the full-size CelebA's 64."""
+    spec = SPECS["caption-conv1d"]
+    for net in (networks.make_encoder(spec, latent_dim), networks.make_decoder(spec, latent_dim)):
+        widths = {
+            m.out_channels for m in net.modules() if isinstance(m, nn.Conv1d | nn.ConvTranspose1d)
+        }
+        assert widths - {spec.shape[1]} == {2 * latent_dim}
