@@ -46,7 +46,7 @@ from tqdm import tqdm
 
 #: Metric name → what it measures, in the order they are reported.
 METRICS = {
-    "linear_probe": "latent linear-probe accuracy",
+    "linear_probe": "latent linear probe",
     "coherence": "cross-modal coherence",
     "log_likelihood": "test log-likelihood (nats)",
 }
@@ -173,6 +173,9 @@ class LabelKind:
     ----------
     name : str
         ``"single-label"`` or ``"multi-label"``.
+    score_name : str
+        What the probe, the coherence and the classifiers' score are: ``"accuracy"`` or
+        ``"mean average precision"``.
     probe : callable
         ``(features_train, y_train, features_test, y_test) → score`` of the linear probe.
     loss : callable
@@ -183,6 +186,7 @@ class LabelKind:
     """
 
     name: str
+    score_name: str
     probe: Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], float]
     loss: Callable[[Tensor, Tensor], Tensor]
     score: Callable[[Tensor, Tensor], float]
@@ -191,10 +195,15 @@ class LabelKind:
 #: Label tensor dims → its kind: ``(N,)`` class indices, ``(N, A)`` binary attributes.
 LABEL_KINDS = {
     1: LabelKind(
-        "single-label", linear_probe_accuracy, nn.functional.cross_entropy, _logit_accuracy
+        "single-label",
+        "accuracy",
+        linear_probe_accuracy,
+        nn.functional.cross_entropy,
+        _logit_accuracy,
     ),
     2: LabelKind(
         "multi-label",
+        "mean average precision",
         linear_probe_average_precision,
         _binary_cross_entropy,
         _logit_average_precision,
@@ -801,7 +810,8 @@ def evaluate_model(
     figures = [run_dir / name for name in FIGURES]
     save_reconstructions(model, examples, figures[0])
     save_conditional_generations(model, examples, figures[1])
-    save_metric_curves(training["step_losses"], training["history"], table, figures[2])
+    score_name = label_kind(test_set.labels).score_name
+    save_metric_curves(training["step_losses"], training["history"], table, figures[2], score_name)
     if any(spec.kind == "text" for spec in model.specs):
         figures.append(run_dir / TEXT_FIGURE)
         save_text_generations(model, examples, figures[-1], ALPHABET)

@@ -1,7 +1,8 @@
 """PNG figures of a run: reconstructions, conditional generations and metric curves.
 
-Every modality is drawn as a picture: images as they are, text ``(L, V)`` as its
-one-hot/probability matrix, attributes ``(A,)`` as a one-pixel-high strip.
+Every modality but text is drawn as a picture: images as they are, attributes ``(A,)`` as
+a one-pixel-high strip. Text is printed as strings by :func:`save_text_generations` (and
+drawn as its one-hot/probability matrix ``(L, V)`` only when every modality is text).
 """
 
 from __future__ import annotations
@@ -40,6 +41,19 @@ def _hstack(pictures: Sequence[np.ndarray], gap: int = _GAP) -> np.ndarray:
     return np.concatenate(padded[:-1], axis=1)
 
 
+def pictured(specs: Sequence[ModalitySpec]) -> list[int]:
+    """The modalities drawn as pictures: all but text, or all if every one is text."""
+    drawn = [m for m, spec in enumerate(specs) if spec.kind != "text"]
+    return drawn or list(range(len(specs)))
+
+
+def metric_title(metric: str, score_name: str) -> str:
+    """The title of ``metric``'s plot: its description, with ``score_name`` (``"accuracy"``,
+    ``"mean average precision"``) for the probe and coherence."""
+    description = METRICS[metric]
+    return description if metric == "log_likelihood" else f"{description} ({score_name})"
+
+
 def _samples(x: Tensor, spec: ModalitySpec) -> np.ndarray:
     """A batch ``(n, *spec.shape)`` as one strip of ``n`` pictures."""
     return _hstack([_picture(sample, spec) for sample in x])
@@ -64,29 +78,31 @@ def _save_rows(rows: Sequence[tuple[str, np.ndarray]], path: Path, title: str) -
 
 @torch.no_grad()
 def save_reconstructions(model: MultimodalVAE, xs: Sequence[Tensor], path: Path) -> None:
-    """Inputs and their reconstructions from all modalities, a pair of rows per modality."""
+    """Inputs and their reconstructions from all modalities, a pair of rows per modality
+    :func:`pictured` (text is printed by :func:`save_text_generations`)."""
     reconstructions = model.cond_generate(xs)
     rows = []
-    for spec, x, reconstruction in zip(model.specs, xs, reconstructions, strict=True):
+    for m in pictured(model.specs):
+        spec = model.specs[m]
         rows += [
-            (f"{spec.name}", _samples(x, spec)),
-            (f"{spec.name} rec.", _samples(reconstruction, spec)),
+            (f"{spec.name}", _samples(xs[m], spec)),
+            (f"{spec.name} rec.", _samples(reconstructions[m], spec)),
         ]
     _save_rows(rows, path, f"{model.aggregation}: reconstructions")
 
 
 @torch.no_grad()
 def save_conditional_generations(model: MultimodalVAE, xs: Sequence[Tensor], path: Path) -> None:
-    """Every modality but text generated from every subset: a row per subset, modalities
-    side by side (text is printed by :func:`save_text_generations`).
+    """Every modality :func:`pictured` generated from every subset: a row per subset,
+    modalities side by side (text is printed by :func:`save_text_generations`).
 
     The first row shows the inputs.
     """
     n = len(xs[0])
-    pictured = [m for m, spec in enumerate(model.specs) if spec.kind != "text"]
+    drawn = pictured(model.specs)
 
     def strip(batch: Sequence[Tensor]) -> np.ndarray:
-        return _hstack([_samples(batch[m], model.specs[m]) for m in pictured], gap=4 * _GAP)
+        return _hstack([_samples(batch[m], model.specs[m]) for m in drawn], gap=4 * _GAP)
 
     rows = [("inputs", strip(xs))]
     for subsets in subsets_by_size(model.num_modalities).values():
@@ -95,14 +111,19 @@ def save_conditional_generations(model: MultimodalVAE, xs: Sequence[Tensor], pat
             mask[:, list(subset)] = True
             names = ",".join(model.specs[m].name for m in subset)
             rows.append((f"{{{names}}} →", strip(model.cond_generate(xs, mask))))
-    columns = "  |  ".join(model.specs[m].name for m in pictured)
+    columns = "  |  ".join(model.specs[m].name for m in drawn)
     _save_rows(rows, path, f"{model.aggregation}: conditional generation ({columns})")
 
 
 def save_metric_curves(
-    step_losses: Sequence[float], history: Sequence[dict[str, float]], table: Table, path: Path
+    step_losses: Sequence[float],
+    history: Sequence[dict[str, float]],
+    table: Table,
+    path: Path,
+    score_name: str = "accuracy",
 ) -> None:
-    """Training curves (loss per step, train/test loss per epoch) and the metrics by inputs."""
+    """Training curves (loss per step, train/test loss per epoch) and the metrics by inputs,
+    the probe and coherence titled with ``score_name`` (see :func:`metric_title`)."""
     figure = Figure(figsize=(4 * (1 + len(METRICS)), 3.2))
     axes = figure.subplots(1, 1 + len(METRICS))
     axes[0].plot(np.arange(1, len(step_losses) + 1), step_losses, lw=0.5, label="step")
@@ -112,10 +133,11 @@ def save_metric_curves(
         axes[0].plot(steps, [r["test_loss"] for r in history], "s-", label="test (epoch)")
     axes[0].set(xlabel="step", ylabel="negative ELBO", title="loss")
     axes[0].legend(fontsize=8)
-    for ax, (metric, description) in zip(axes[1:], METRICS.items(), strict=True):
+    for ax, metric in zip(axes[1:], METRICS, strict=True):
         row = table.get(metric, {})
         ax.plot(list(row), list(row.values()), "o-")
-        ax.set(xlabel="number of input modalities", title=description)
+        ax.set_xlabel("number of input modalities")
+        ax.set_title(metric_title(metric, score_name), fontsize=10)
         ax.set_xticks(list(row))
     figure.tight_layout()
     figure.savefig(path, dpi=100)
