@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,11 +89,19 @@ class MultimodalDataset(Dataset):
 
 def save_npz(path: Path, **arrays: np.ndarray) -> None:
     """Write ``arrays`` to the ``.npz`` file ``path`` (its folder made if missing) through a
-    temporary file that replaces it at once: a killed run leaves no half-written cache."""
+    temporary file that replaces it at once: a killed run leaves no half-written cache.
+
+    The temporary file's name is unique to the call, so runs that make the same cache at
+    the same time each write their own and the last one in wins (a shared name let one
+    run move another's half-written file into place, or fail to find its own).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".tmp.npz")
-    np.savez(partial, **arrays)
-    partial.replace(path)
+    partial = path.with_name(f"{path.stem}.{uuid.uuid4().hex}.tmp.npz")
+    try:
+        np.savez(partial, **arrays)
+        partial.replace(path)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def to_float_tensor(array: np.ndarray) -> torch.Tensor:

@@ -10,6 +10,7 @@ import data
 import numpy as np
 import pytest
 import torch
+from data.base import save_npz
 from data.celeba import ATTRIBUTE_FILE, ATTRIBUTES, IMAGE_DIR, PARTITION_FILE, TEXT_FILE
 from data.mnist_idx import load_mnist, read_idx
 from data.mnist_svhn_text import ALPHABET, DIGIT_WORDS, encode_text
@@ -445,3 +446,32 @@ def test_celeba_rejects_corrupt_attribute_file(tmp_path):
     write_celeba(tmp_path, [0, 0, 0], rows=5)
     with pytest.raises(ValueError, match=ATTRIBUTE_FILE):
         data.get_dataset("celeba-attributes", root=tmp_path)
+
+
+def test_save_npz_lets_two_runs_make_one_cache_at_once(tmp_path, monkeypatch):
+    """Another run finishes the same cache while this one writes it: both succeed, the
+    last one in wins, and no temporary file is left."""
+    path = tmp_path / "cache.npz"
+    write = np.savez
+
+    def write_while_another_run_finishes(file, **arrays):
+        write(file, **arrays)
+        monkeypatch.setattr(np, "savez", write)
+        save_npz(path, x=np.zeros(3))
+
+    monkeypatch.setattr(np, "savez", write_while_another_run_finishes)
+    save_npz(path, x=np.ones(3))
+    with np.load(path) as npz:
+        np.testing.assert_array_equal(npz["x"], np.ones(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["cache.npz"]
+
+
+def test_save_npz_leaves_nothing_when_writing_fails(tmp_path, monkeypatch):
+    def fail(file, **arrays):
+        Path(file).write_bytes(b"half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np, "savez", fail)
+    with pytest.raises(OSError, match="disk full"):
+        save_npz(tmp_path / "cache.npz", x=np.ones(3))
+    assert not list(tmp_path.iterdir())
